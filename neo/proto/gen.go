@@ -829,6 +829,14 @@ func main() {
 	}
 	g.p("}\nreturn nil\n}\n\n")
 
+	// decodeMsgArgs calls the concrete decoders statically: through the
+	// interface, the decoder would escape to the heap.
+	g.p("func decodeMsgArgs(m Msg, d *decoder) bool {\nswitch m := m.(type) {\n")
+	for _, pk := range sorted {
+		g.p("case *%s:\nm.decodeArgs(d)\n", pk.name)
+	}
+	g.p("default:\nreturn false\n}\nreturn true\n}\n\n")
+
 	// metadata
 	nreq, nans, nnotif := 0, 0, 0
 	var maxReq uint16

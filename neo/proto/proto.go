@@ -84,11 +84,6 @@ type Msg interface {
 	DecodeArgs(b []byte) error
 }
 
-// argsDecoder is implemented by every generated message.
-type argsDecoder interface {
-	decodeArgs(d *decoder)
-}
-
 // Errors of framing and handshake.
 var (
 	// ErrIncomplete tells that the input holds only the beginning of a
@@ -340,7 +335,9 @@ func decodePacket(b []byte, alias bool) (uint32, Msg, int, error) {
 
 func decodeArgs(m Msg, b []byte, alias bool) error {
 	d := decoder{b: b, alias: alias}
-	m.(argsDecoder).decodeArgs(&d)
+	if !decodeMsgArgs(m, &d) {
+		return fmt.Errorf("proto: %T is not a packet of this package", m)
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errTrailing
 	}

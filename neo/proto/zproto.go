@@ -4152,6 +4152,236 @@ func newMsg(code uint16) Msg {
 	return nil
 }
 
+func decodeMsgArgs(m Msg, d *decoder) bool {
+	switch m := m.(type) {
+	case *RequestIdentification:
+		m.decodeArgs(d)
+	case *Ping:
+		m.decodeArgs(d)
+	case *CloseClient:
+		m.decodeArgs(d)
+	case *AskPrimary:
+		m.decodeArgs(d)
+	case *NotPrimaryMaster:
+		m.decodeArgs(d)
+	case *NotifyNodeInformation:
+		m.decodeArgs(d)
+	case *AskRecovery:
+		m.decodeArgs(d)
+	case *AskLastIDs:
+		m.decodeArgs(d)
+	case *AskPartitionTable:
+		m.decodeArgs(d)
+	case *SendPartitionTable:
+		m.decodeArgs(d)
+	case *NotifyPartitionChanges:
+		m.decodeArgs(d)
+	case *StartOperation:
+		m.decodeArgs(d)
+	case *StopOperation:
+		m.decodeArgs(d)
+	case *AskUnfinishedTransactions:
+		m.decodeArgs(d)
+	case *AskLockedTransactions:
+		m.decodeArgs(d)
+	case *AskFinalTID:
+		m.decodeArgs(d)
+	case *ValidateTransaction:
+		m.decodeArgs(d)
+	case *AskBeginTransaction:
+		m.decodeArgs(d)
+	case *FailedVote:
+		m.decodeArgs(d)
+	case *AskFinishTransaction:
+		m.decodeArgs(d)
+	case *AskLockInformation:
+		m.decodeArgs(d)
+	case *InvalidateObjects:
+		m.decodeArgs(d)
+	case *InvalidatePartitions:
+		m.decodeArgs(d)
+	case *NotifyUnlockInformation:
+		m.decodeArgs(d)
+	case *AskNewOIDs:
+		m.decodeArgs(d)
+	case *NotifyDeadlock:
+		m.decodeArgs(d)
+	case *AskRelockObject:
+		m.decodeArgs(d)
+	case *AskStoreObject:
+		m.decodeArgs(d)
+	case *AbortTransaction:
+		m.decodeArgs(d)
+	case *AskStoreTransaction:
+		m.decodeArgs(d)
+	case *AskVoteTransaction:
+		m.decodeArgs(d)
+	case *AskObject:
+		m.decodeArgs(d)
+	case *AskTIDs:
+		m.decodeArgs(d)
+	case *AskTransactionInformation:
+		m.decodeArgs(d)
+	case *AskObjectHistory:
+		m.decodeArgs(d)
+	case *AskPartitionList:
+		m.decodeArgs(d)
+	case *AskNodeList:
+		m.decodeArgs(d)
+	case *SetNodeState:
+		m.decodeArgs(d)
+	case *AddPendingNodes:
+		m.decodeArgs(d)
+	case *TweakPartitionTable:
+		m.decodeArgs(d)
+	case *SetNumReplicas:
+		m.decodeArgs(d)
+	case *SetClusterState:
+		m.decodeArgs(d)
+	case *Repair:
+		m.decodeArgs(d)
+	case *NotifyRepair:
+		m.decodeArgs(d)
+	case *NotifyClusterInformation:
+		m.decodeArgs(d)
+	case *AskClusterState:
+		m.decodeArgs(d)
+	case *AskObjectUndoSerial:
+		m.decodeArgs(d)
+	case *AskTIDsFrom:
+		m.decodeArgs(d)
+	case *AskOIDsFrom:
+		m.decodeArgs(d)
+	case *WaitForPack:
+		m.decodeArgs(d)
+	case *AskPackOrders:
+		m.decodeArgs(d)
+	case *NotifyPackSigned:
+		m.decodeArgs(d)
+	case *NotifyPackCompleted:
+		m.decodeArgs(d)
+	case *CheckReplicas:
+		m.decodeArgs(d)
+	case *CheckPartition:
+		m.decodeArgs(d)
+	case *AskCheckTIDRange:
+		m.decodeArgs(d)
+	case *AskCheckSerialRange:
+		m.decodeArgs(d)
+	case *NotifyPartitionCorrupted:
+		m.decodeArgs(d)
+	case *NotifyReady:
+		m.decodeArgs(d)
+	case *AskLastTransaction:
+		m.decodeArgs(d)
+	case *AskCheckCurrentSerial:
+		m.decodeArgs(d)
+	case *NotifyTransactionFinished:
+		m.decodeArgs(d)
+	case *Replicate:
+		m.decodeArgs(d)
+	case *NotifyReplicationDone:
+		m.decodeArgs(d)
+	case *AskFetchTransactions:
+		m.decodeArgs(d)
+	case *AskFetchObjects:
+		m.decodeArgs(d)
+	case *AddTransaction:
+		m.decodeArgs(d)
+	case *AddObject:
+		m.decodeArgs(d)
+	case *Truncate:
+		m.decodeArgs(d)
+	case *FlushLog:
+		m.decodeArgs(d)
+	case *AskMonitorInformation:
+		m.decodeArgs(d)
+	case *NotifyMonitorInformation:
+		m.decodeArgs(d)
+	case *NotifyUpstreamAdmin:
+		m.decodeArgs(d)
+	case *Error:
+		m.decodeArgs(d)
+	case *AcceptIdentification:
+		m.decodeArgs(d)
+	case *Pong:
+		m.decodeArgs(d)
+	case *AnswerPrimary:
+		m.decodeArgs(d)
+	case *AnswerRecovery:
+		m.decodeArgs(d)
+	case *AnswerLastIDs:
+		m.decodeArgs(d)
+	case *AnswerPartitionTable:
+		m.decodeArgs(d)
+	case *AnswerUnfinishedTransactions:
+		m.decodeArgs(d)
+	case *AnswerLockedTransactions:
+		m.decodeArgs(d)
+	case *AnswerFinalTID:
+		m.decodeArgs(d)
+	case *AnswerBeginTransaction:
+		m.decodeArgs(d)
+	case *AnswerTransactionFinished:
+		m.decodeArgs(d)
+	case *AnswerInformationLocked:
+		m.decodeArgs(d)
+	case *AnswerNewOIDs:
+		m.decodeArgs(d)
+	case *AnswerRelockObject:
+		m.decodeArgs(d)
+	case *AnswerStoreObject:
+		m.decodeArgs(d)
+	case *AnswerStoreTransaction:
+		m.decodeArgs(d)
+	case *AnswerVoteTransaction:
+		m.decodeArgs(d)
+	case *AnswerObject:
+		m.decodeArgs(d)
+	case *AnswerTIDs:
+		m.decodeArgs(d)
+	case *AnswerTransactionInformation:
+		m.decodeArgs(d)
+	case *AnswerObjectHistory:
+		m.decodeArgs(d)
+	case *AnswerPartitionList:
+		m.decodeArgs(d)
+	case *AnswerNodeList:
+		m.decodeArgs(d)
+	case *AnswerTweakPartitionTable:
+		m.decodeArgs(d)
+	case *AnswerClusterState:
+		m.decodeArgs(d)
+	case *AnswerObjectUndoSerial:
+		m.decodeArgs(d)
+	case *AnswerTIDsFrom:
+		m.decodeArgs(d)
+	case *AnswerOIDsFrom:
+		m.decodeArgs(d)
+	case *WaitedForPack:
+		m.decodeArgs(d)
+	case *AnswerPackOrders:
+		m.decodeArgs(d)
+	case *AnswerCheckTIDRange:
+		m.decodeArgs(d)
+	case *AnswerCheckSerialRange:
+		m.decodeArgs(d)
+	case *AnswerLastTransaction:
+		m.decodeArgs(d)
+	case *AnswerCheckCurrentSerial:
+		m.decodeArgs(d)
+	case *AnswerFetchTransactions:
+		m.decodeArgs(d)
+	case *AnswerFetchObjects:
+		m.decodeArgs(d)
+	case *AnswerMonitorInformation:
+		m.decodeArgs(d)
+	default:
+		return false
+	}
+	return true
+}
+
 var packetInfos = [...]PacketInfo{
 	{Name: "RequestIdentification", Code: 0x0001, Kind: KindRequest, Answer: 0x8001, NoDelay: true, IgnoreWhenClosed: true},
 	{Name: "Ping", Code: 0x0002, Kind: KindRequest, Answer: 0x8002, NoDelay: true, IgnoreWhenClosed: true},
