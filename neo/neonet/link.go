@@ -1,0 +1,751 @@
+package neonet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/neozodb/neo/neo/proto"
+)
+
+// Errors describing why a link went down. Every error returned by a link
+// that is down wraps ErrLinkDown and the cause, e.g. ErrClosed, ErrPeerClosed,
+// a *MalformedError or the socket error.
+var (
+	ErrLinkDown   = errors.New("link down")
+	ErrClosed     = errors.New("closed locally")
+	ErrPeerClosed = errors.New("connection closed by peer")
+)
+
+// ProtocolError is what a link reports when the peer broke the request /
+// answer rules (e.g. an answer to no pending request). Like NEO/py, the
+// link answers with Error(PROTOCOL_ERROR) and aborts.
+type ProtocolError struct {
+	What  string
+	msgID uint32 // id of the offending packet, used for the Error answer
+}
+
+func (e *ProtocolError) Error() string { return "protocol error: " + e.What }
+
+// AbortedError is the cause of a link taken down by Request.Abort.
+type AbortedError struct {
+	Sent string // the packet sent before closing
+}
+
+func (e *AbortedError) Error() string { return "aborted after sending " + e.Sent }
+
+const (
+	// readBufSize is the size of a read: NEO/py reads 64 KiB at a time.
+	readBufSize = 64 << 10
+	// queueLimit bounds the bytes of received requests and notifications
+	// waiting for Recv. Past it the link stops reading from the socket, so a
+	// fast peer is slowed down by TCP flow control instead of filling memory.
+	queueLimit = 16 << 20
+	// queueItemCost is what every queued packet counts for besides its
+	// bytes, so that a flood of tiny packets is bounded too.
+	queueItemCost = 256
+	// abortLinger bounds how long an aborting link waits for the peer to
+	// close after the last packet, so that this packet is not lost to a
+	// reset caused by closing a socket with unread input.
+	abortLinger = 5 * time.Second
+	// abortWriteWait bounds how long the reader waits to send the Error
+	// packet of an abort when the link is busy writing.
+	abortWriteWait = 10 * time.Second
+)
+
+// Link is a NEO connection after the handshake: it sends requests and
+// matches their answers by message id, sends notifications, and queues the
+// peer's requests and notifications for Recv.
+//
+// Ask, Notify, Recv, Request.Reply and Close may be called from any
+// goroutine. A link has one goroutine of its own, the reader, which Close
+// waits for.
+//
+// The owner of a link must keep calling Recv until it fails (or Close the
+// link): received requests and notifications wait in a bounded queue, and
+// while it is full the link reads nothing, answers included. Pings from the
+// peer are answered by Recv (see Recv).
+type Link struct {
+	conn net.Conn // the stream: a *net.TCPConn or a *tls.Conn over it
+	raw  net.Conn // the TCP connection under conn
+
+	// wsem is held (one token) by whoever writes to conn; taking it can be
+	// abandoned with a context, unlike a mutex.
+	wsem chan struct{}
+	wbuf []byte // encoding buffer, used with wsem held
+
+	mu       sync.Mutex
+	nextID   uint32
+	pending  map[uint32]*Call // requests waiting for their answers
+	queue    []*Request       // received requests and notifications
+	qhead    int              // first live element of queue
+	qbytes   int              // cost of queue[qhead:]
+	qwake    chan struct{}    // (cap 1) signalled when the queue gets an item
+	qspace   chan struct{}    // (cap 1) signalled when the queue drops below its limit
+	queued   uint64           // requests and notifications queued since the start
+	taken    uint64           // ... and taken by Recv
+	handled  uint64           // ... and handled: Recv was called again after taking them
+	progress chan struct{}    // closed when handled advances, if Sync waits
+	err      error            // why the link is down; nil while up
+	down     chan struct{}    // closed when the link goes down
+
+	// Owned by the reader goroutine (and by the handshake before it starts).
+	buf     []byte // read buffer; buf[r:w] is not yet parsed
+	r, w    int
+	scan    scanner
+	offset  int64 // stream offset of buf[r] (after the handshake)
+	reading chan struct{}
+}
+
+func newLink(conn, raw net.Conn) *Link {
+	return &Link{
+		conn:    conn,
+		raw:     raw,
+		wsem:    make(chan struct{}, 1),
+		pending: make(map[uint32]*Call),
+		qwake:   make(chan struct{}, 1),
+		qspace:  make(chan struct{}, 1),
+		down:    make(chan struct{}),
+		reading: make(chan struct{}),
+		buf:     make([]byte, readBufSize),
+	}
+}
+
+// LocalAddr returns the local network address.
+func (l *Link) LocalAddr() net.Addr { return l.raw.LocalAddr() }
+
+// RemoteAddr returns the peer's network address.
+func (l *Link) RemoteAddr() net.Addr { return l.raw.RemoteAddr() }
+
+func (l *Link) String() string {
+	return fmt.Sprintf("%s ↔ %s", l.LocalAddr(), l.RemoteAddr())
+}
+
+// Done returns a channel closed when the link goes down.
+func (l *Link) Done() <-chan struct{} { return l.down }
+
+// Err returns why the link is down, or nil while it is up.
+func (l *Link) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Close takes the link down at once, as NEO/py's close: data not yet sent
+// is lost, pending Asks fail with an error wrapping ErrLinkDown and
+// ErrClosed. It waits for the link's goroutine and returns nil, or the
+// error that had already taken the link down.
+func (l *Link) Close() error {
+	prev := l.Err()
+	l.shutdown(ErrClosed, false)
+	l.raw.Close()
+	<-l.reading
+	if prev != nil && !errors.Is(prev, ErrClosed) {
+		return prev
+	}
+	return nil
+}
+
+// shutdown marks the link down because of cause, fails pending Asks, and
+// closes the socket unless the link is aborting (its reader closes it
+// after lingering). Queued requests are kept for Recv unless dropQueue.
+// It returns false if the link was already down.
+func (l *Link) shutdown(cause error, aborting bool) bool {
+	err := fmt.Errorf("link %s: %w: %w", l, ErrLinkDown, cause)
+	l.mu.Lock()
+	if l.err != nil {
+		l.mu.Unlock()
+		return false
+	}
+	l.err = err
+	pending := l.pending
+	l.pending = nil
+	if aborting {
+		// NEO/py processes nothing more on an aborted connection.
+		clear(l.queue)
+		l.queue, l.qhead, l.qbytes = l.queue[:0], 0, 0
+	}
+	close(l.down)
+	if l.progress != nil {
+		close(l.progress)
+		l.progress = nil
+	}
+	l.mu.Unlock()
+	for _, c := range pending {
+		c.err = err
+		c.done <- struct{}{}
+	}
+	if !aborting {
+		l.raw.Close()
+	}
+	return true
+}
+
+// ---- sending ----
+
+// lockWrite takes the right to write, unless ctx ends or the link is down.
+func (l *Link) lockWrite(ctx context.Context) error {
+	select {
+	case l.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.down:
+		return l.Err()
+	}
+	select {
+	case <-l.down:
+		<-l.wsem
+		return l.Err()
+	default:
+	}
+	return nil
+}
+
+// write sends one encoded packet with the write token held, and releases
+// it. A failed write takes the link down: a packet may have been cut.
+func (l *Link) write(b []byte) error {
+	_, err := l.conn.Write(b)
+	if cap(l.wbuf) > 1<<20 {
+		l.wbuf = nil // do not keep the buffer of an exceptional packet
+	}
+	<-l.wsem
+	if err != nil {
+		l.shutdown(fmt.Errorf("write: %w", err), false)
+		return l.Err()
+	}
+	return nil
+}
+
+// send writes m with message id msgID (a reply, or a packet reusing a
+// request's id as NEO allows).
+func (l *Link) send(ctx context.Context, msgID uint32, m Msg) error {
+	if err := l.lockWrite(ctx); err != nil {
+		return err
+	}
+	l.wbuf = appendPacket(l.wbuf[:0], msgID, m)
+	return l.write(l.wbuf)
+}
+
+func appendPacket(b []byte, msgID uint32, m Msg) []byte {
+	return proto.AppendPacket(b, msgID, m)
+}
+
+// newID returns the next message id, skipping ids still waiting for an
+// answer after the counter wrapped. Called with l.mu held.
+func (l *Link) newID() uint32 {
+	for {
+		id := l.nextID
+		l.nextID++
+		if _, busy := l.pending[id]; !busy {
+			return id
+		}
+	}
+}
+
+// Notify sends m as a new packet that expects no answer (a notification).
+// Like every packet originated by a node, it takes the next message id.
+func (l *Link) Notify(ctx context.Context, m Msg) error {
+	if err := l.lockWrite(ctx); err != nil {
+		return fmt.Errorf("notify %s: %w", msgName(m), err)
+	}
+	l.mu.Lock()
+	id := l.newID()
+	l.mu.Unlock()
+	l.wbuf = appendPacket(l.wbuf[:0], id, m)
+	if err := l.write(l.wbuf); err != nil {
+		return fmt.Errorf("notify %s: %w", msgName(m), err)
+	}
+	return nil
+}
+
+// Send sends m with the given message id, which is not taken from the
+// link's counter. NEO uses it for packets that refer to a request of the
+// peer: replication data carries the id of the fetch request it serves,
+// and relayed answers carry the id of the request they answer.
+func (l *Link) Send(ctx context.Context, msgID uint32, m Msg) error {
+	if err := l.send(ctx, msgID, m); err != nil {
+		return fmt.Errorf("send %s: %w", msgName(m), err)
+	}
+	return nil
+}
+
+// Call is a request sent by Start whose answer is awaited by Wait.
+type Call struct {
+	link      *Link
+	id        uint32
+	reqCode   uint16
+	done      chan struct{} // (cap 1) signalled when answer or err is set
+	answer    Msg
+	err       error
+	seq       uint64 // link.queued when the answer was received
+	abandoned bool   // its waiter gave up; a late answer is dropped
+}
+
+var callPool = sync.Pool{New: func() any { return &Call{done: make(chan struct{}, 1)} }}
+
+// MsgID returns the message id of the request.
+func (c *Call) MsgID() uint32 { return c.id }
+
+// Ask sends the request req and waits for its answer. An Error packet
+// received as the answer is returned as an error (see PeerError). If ctx
+// ends first, the answer, when it comes, is dropped.
+func (l *Link) Ask(ctx context.Context, req Msg) (Msg, error) {
+	c := callPool.Get().(*Call)
+	if err := l.start(ctx, c, req); err != nil {
+		callPool.Put(c)
+		return nil, err
+	}
+	answer, err := c.wait(ctx)
+	if !c.abandoned {
+		*c = Call{done: c.done}
+		callPool.Put(c)
+	}
+	return answer, err
+}
+
+// Start sends the request req and returns at once; Wait returns the answer.
+// It lets a caller keep several requests in flight, or know the message id
+// of its request (see Send).
+func (l *Link) Start(ctx context.Context, req Msg) (*Call, error) {
+	c := &Call{done: make(chan struct{}, 1)}
+	if err := l.start(ctx, c, req); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (l *Link) start(ctx context.Context, c *Call, req Msg) error {
+	if err := l.lockWrite(ctx); err != nil {
+		return fmt.Errorf("ask %s: %w", msgName(req), err)
+	}
+	c.link, c.reqCode = l, req.MsgCode()
+	l.mu.Lock()
+	if l.err != nil { // went down since lockWrite
+		err := l.err
+		l.mu.Unlock()
+		<-l.wsem
+		return fmt.Errorf("ask %s: %w", msgName(req), err)
+	}
+	c.id = l.newID()
+	// Registered before writing: the answer may come before Write returns.
+	l.pending[c.id] = c
+	l.mu.Unlock()
+	l.wbuf = appendPacket(l.wbuf[:0], c.id, req)
+	if err := l.write(l.wbuf); err != nil {
+		// The link went down with c pending: its failure is delivered to c
+		// (once, as for any pending call); take it so c can be reused.
+		<-c.done
+		return fmt.Errorf("ask %s: %w", msgName(req), err)
+	}
+	return nil
+}
+
+// Wait waits for the answer to the request. Wait may be called once; if
+// ctx ends first, the answer is dropped when it comes.
+func (c *Call) Wait(ctx context.Context) (Msg, error) {
+	return c.wait(ctx)
+}
+
+func (c *Call) wait(ctx context.Context) (Msg, error) {
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		l := c.link
+		l.mu.Lock()
+		if l.pending[c.id] == c {
+			// Keep the id reserved, so that a late answer is not taken for
+			// a protocol violation.
+			c.abandoned = true
+			l.mu.Unlock()
+			return nil, fmt.Errorf("ask %s (msg id %d): %w", codeName(c.reqCode), c.id, ctx.Err())
+		}
+		l.mu.Unlock()
+		<-c.done // the answer or the link's failure is being delivered
+	}
+	if c.err != nil {
+		return nil, fmt.Errorf("ask %s (msg id %d): %w", codeName(c.reqCode), c.id, c.err)
+	}
+	if e, ok := c.answer.(*proto.Error); ok {
+		return nil, fmt.Errorf("ask %s (msg id %d): peer answered: %w", codeName(c.reqCode), c.id, e)
+	}
+	return c.answer, nil
+}
+
+// Sync is a barrier: it pings the peer and returns once every packet the
+// peer sent before its Pong has been handled here. The peer answers the
+// Ping after handling what we sent before it (NEO/py handles a
+// connection's packets in order, and so does Recv), so answers the peer
+// gives right away to our earlier requests have been delivered too; answers
+// it gives later (after the Pong) have not.
+//
+// A received request or notification counts as handled once Recv has been
+// called again after returning it: Sync assumes one goroutine receives and
+// handles the link's packets in turn, and must not be called from it.
+func (l *Link) Sync(ctx context.Context) error {
+	c := callPool.Get().(*Call)
+	if err := l.start(ctx, c, ping); err != nil {
+		callPool.Put(c)
+		return fmt.Errorf("sync: %w", err)
+	}
+	_, err := c.wait(ctx)
+	seq := c.seq
+	if !c.abandoned {
+		*c = Call{done: c.done}
+		callPool.Put(c)
+	}
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	for {
+		l.mu.Lock()
+		if l.handled >= seq {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.err != nil {
+			err := l.err
+			l.mu.Unlock()
+			return fmt.Errorf("sync: %w", err)
+		}
+		if l.progress == nil {
+			l.progress = make(chan struct{})
+		}
+		progress := l.progress
+		l.mu.Unlock()
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("sync: %w", ctx.Err())
+		}
+	}
+}
+
+// ---- receiving ----
+
+// Request is a request or a notification received from the peer.
+type Request struct {
+	MsgID uint32
+	Msg   Msg
+	link  *Link
+	cost  int
+}
+
+// Link returns the link the request came on.
+func (r *Request) Link() *Link { return r.link }
+
+// Reply sends m as the answer to the request (an Error packet too). It may
+// be called at any time, from any goroutine: answers need not follow the
+// order of requests.
+func (r *Request) Reply(ctx context.Context, m Msg) error {
+	if err := r.link.send(ctx, r.MsgID, m); err != nil {
+		return fmt.Errorf("reply %s to msg id %d: %w", msgName(m), r.MsgID, err)
+	}
+	return nil
+}
+
+// Abort answers the request with m (usually an Error packet) and closes
+// the link once m is sent, as NEO/py's abort: from now on nothing more is
+// received, and pending Asks fail.
+func (r *Request) Abort(ctx context.Context, m Msg) error {
+	return r.link.abort(ctx, r.MsgID, m)
+}
+
+func (l *Link) abort(ctx context.Context, msgID uint32, m Msg) error {
+	if err := l.lockWrite(ctx); err != nil {
+		return fmt.Errorf("abort with %s: %w", msgName(m), err)
+	}
+	if !l.shutdown(&AbortedError{Sent: msgName(m)}, true) {
+		<-l.wsem
+		return fmt.Errorf("abort with %s: %w", msgName(m), l.Err())
+	}
+	l.wbuf = appendPacket(l.wbuf[:0], msgID, m)
+	_, err := l.conn.Write(l.wbuf)
+	<-l.wsem
+	l.lingerClose()
+	if err != nil {
+		l.raw.Close()
+		return fmt.Errorf("abort with %s: write: %w", msgName(m), err)
+	}
+	return nil
+}
+
+// lingerClose ends an abort: it tells the peer we send nothing more, and
+// lets the reader discard input until the peer closes (or abortLinger
+// passes), then close the socket.
+func (l *Link) lingerClose() {
+	if cw, ok := l.conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite() // TLS: close_notify
+	}
+	if l.conn != l.raw {
+		if cw, ok := l.raw.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
+	l.raw.SetReadDeadline(time.Now().Add(abortLinger))
+}
+
+// Recv returns the next request or notification received from the peer,
+// in the order they were received. When the link is down, Recv still
+// returns what was received before, then the error that took the link
+// down.
+//
+// Recv answers Ping itself: the Pong is sent when Recv gets to the Ping,
+// i.e. after the packets received before it were returned, so that a peer
+// using Ping as a barrier (as NEO/py clients do) sees it work.
+func (l *Link) Recv(ctx context.Context) (*Request, error) {
+	for {
+		l.mu.Lock()
+		if l.handled != l.taken {
+			l.handled = l.taken
+			if l.progress != nil {
+				close(l.progress)
+				l.progress = nil
+			}
+		}
+		if l.qhead < len(l.queue) {
+			r := l.queue[l.qhead]
+			l.queue[l.qhead] = nil
+			l.qhead++
+			if l.qhead == len(l.queue) {
+				l.queue, l.qhead = l.queue[:0], 0
+			}
+			wasFull := l.qbytes >= queueLimit
+			l.qbytes -= r.cost
+			freed := wasFull && l.qbytes < queueLimit
+			l.taken++
+			l.mu.Unlock()
+			if freed {
+				select {
+				case l.qspace <- struct{}{}:
+				default:
+				}
+			}
+			if r.Msg.MsgCode() == proto.CodePing {
+				if err := r.Reply(ctx, pong); err != nil && l.Err() == nil {
+					return nil, fmt.Errorf("recv: answer ping: %w", err)
+				}
+				continue
+			}
+			return r, nil
+		}
+		if l.err != nil {
+			err := l.err
+			l.mu.Unlock()
+			return nil, fmt.Errorf("recv: %w", err)
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.qwake:
+		case <-l.down:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("recv: %w", ctx.Err())
+		}
+	}
+}
+
+// enqueue adds r for Recv, waiting while the queue is over its limit.
+func (l *Link) enqueue(r *Request) error {
+	for {
+		l.mu.Lock()
+		if l.err != nil {
+			l.mu.Unlock()
+			return nil // down: the reader stops on its next read
+		}
+		if l.qbytes < queueLimit {
+			l.queue = append(l.queue, r)
+			l.qbytes += r.cost
+			l.queued++
+			l.mu.Unlock()
+			select {
+			case l.qwake <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.qspace:
+		case <-l.down:
+		}
+	}
+}
+
+// reader is the link's goroutine: it parses the stream and hands packets
+// over, until the link goes down.
+func (l *Link) reader() {
+	defer close(l.reading)
+	err := l.readPackets()
+	var perr *ProtocolError
+	if errors.As(err, &perr) && l.shutdown(err, true) {
+		l.sendAbortError(perr.msgID, perr.What)
+		l.lingerClose()
+		l.discardInput()
+		l.raw.Close()
+		return
+	}
+	if errors.Is(err, io.EOF) {
+		err = ErrPeerClosed
+	}
+	if !l.shutdown(err, false) {
+		// Aborting (or closed): read until the peer closes, then close.
+		l.discardInput()
+		l.raw.Close()
+	}
+}
+
+// sendAbortError sends Error(PROTOCOL_ERROR, what) before an abort the
+// link decided itself. The link is already down for its users.
+func (l *Link) sendAbortError(msgID uint32, what string) {
+	t := time.NewTimer(abortWriteWait)
+	defer t.Stop()
+	select {
+	case l.wsem <- struct{}{}:
+	case <-t.C:
+		return
+	}
+	l.raw.SetWriteDeadline(time.Now().Add(abortWriteWait))
+	l.wbuf = appendPacket(l.wbuf[:0], msgID, &proto.Error{Code: proto.ProtocolError, Message: what})
+	l.conn.Write(l.wbuf)
+	<-l.wsem
+}
+
+func (l *Link) discardInput() {
+	var b [4096]byte
+	for {
+		if _, err := l.conn.Read(b[:]); err != nil {
+			return
+		}
+	}
+}
+
+// readPackets reads and dispatches packets until an error.
+func (l *Link) readPackets() error {
+	for {
+		for {
+			n, err := l.scan.next(l.buf[l.r:l.w])
+			if err == errIncomplete {
+				break
+			}
+			if err != nil {
+				return &MalformedError{Offset: l.offset, What: err.Error()}
+			}
+			p := l.buf[l.r : l.r+n]
+			l.r += n
+			if err := l.dispatch(p); err != nil {
+				return err
+			}
+			l.offset += int64(n)
+		}
+		if err := l.fill(); err != nil {
+			return err
+		}
+	}
+}
+
+// fill reads more bytes: at least one, as many as come.
+func (l *Link) fill() error {
+	if l.r == l.w { // everything parsed: start over at the beginning
+		l.r, l.w = 0, 0
+		if len(l.buf) > 4*readBufSize {
+			l.buf = make([]byte, readBufSize) // after an exceptional packet
+		}
+	}
+	need := max(l.scan.need, 1) // the current packet needs buf[r : r+need]
+	if l.w == len(l.buf) || len(l.buf)-l.r < need {
+		have := l.w - l.r
+		if need > len(l.buf) {
+			// Grow towards what the packet announces, but not faster than
+			// the peer actually sends.
+			nbuf := make([]byte, min(need, max(readBufSize, 2*len(l.buf))))
+			copy(nbuf, l.buf[l.r:l.w])
+			l.buf = nbuf
+		} else {
+			copy(l.buf, l.buf[l.r:l.w])
+		}
+		l.r, l.w = 0, have
+	}
+	n, err := l.conn.Read(l.buf[l.w:])
+	l.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	if err == io.EOF {
+		if l.r != l.w {
+			return fmt.Errorf("%w in the middle of a packet", io.ErrUnexpectedEOF)
+		}
+		return io.EOF
+	}
+	if errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("%w (%w)", ErrPeerClosed, err)
+	}
+	return fmt.Errorf("read: %w", err)
+}
+
+// dispatch hands one packet over: an answer to its Ask, anything else to
+// the queue for Recv.
+func (l *Link) dispatch(p []byte) error {
+	if l.Err() != nil {
+		return nil // aborting: discard
+	}
+	h, err := parseHeader(p)
+	if err != nil {
+		return &MalformedError{Offset: l.offset, What: err.Error()}
+	}
+	if h.code&proto.AnswerBit == 0 || h.code == proto.CodeError && !l.isPending(h.msgID) {
+		m, err := l.decode(h)
+		if err != nil {
+			return err
+		}
+		return l.enqueue(&Request{MsgID: h.msgID, Msg: m, link: l, cost: queueItemCost + len(p)})
+	}
+	l.mu.Lock()
+	c := l.pending[h.msgID]
+	if c == nil {
+		l.mu.Unlock()
+		return &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x with msg id %d answers no request", h.code, h.msgID), msgID: h.msgID}
+	}
+	delete(l.pending, h.msgID)
+	c.seq = l.queued
+	abandoned := c.abandoned
+	l.mu.Unlock()
+	if abandoned {
+		return nil
+	}
+	if h.code != proto.CodeError && h.code != c.reqCode|proto.AnswerBit {
+		c.err = &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x to request 0x%04x", h.code, c.reqCode), msgID: h.msgID}
+		c.done <- struct{}{}
+		return c.err
+	}
+	m, err := l.decode(h)
+	if err != nil {
+		c.err = err
+		c.done <- struct{}{}
+		return err
+	}
+	c.answer = m
+	c.done <- struct{}{}
+	return nil
+}
+
+func (l *Link) isPending(id uint32) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.pending[id]
+	return ok
+}
+
+func (l *Link) decode(h header) (Msg, error) {
+	m, err := decodeMsg(h.code, h.args)
+	if err != nil {
+		return nil, &MalformedError{Offset: l.offset, What: fmt.Sprintf("msg id %d: %v", h.msgID, err)}
+	}
+	return m, nil
+}
