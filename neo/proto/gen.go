@@ -134,7 +134,7 @@ var packets = []packet{
 	{"Error", 0x8000, "", "", `
 		Code    ErrorCode
 		Message string`,
-		"Error answers any request with an error (or with Ack for the requests that have no answer type), or notifies one."},
+		"answers any request with an error, or with Ack for the requests that have no answer type; it may also be sent as a notification."},
 	{"RequestIdentification", 0x0001, "AcceptIdentification", "", `
 		NodeType    NodeType
 		NID         ?NodeID      // the id the sender has or wants
@@ -142,25 +142,25 @@ var packets = []packet{
 		ClusterName string
 		IDTimestamp Opt[float64]
 		Extra       Dict // read_only, backup, devpath, new_nid`,
-		"RequestIdentification is the first request on a connection between nodes."},
+		"It is the first request on a connection between nodes."},
 	{"AcceptIdentification", 0x8001, "", "", `
 		NodeType NodeType // of the answering node
 		NID      ?NodeID  // of the answering node
 		YourNID  ?NodeID  // assigned to the requester`, ""},
-	{"Ping", 0x0002, "Pong", "", ``, "Ping is answered by Pong; used as a barrier."},
+	{"Ping", 0x0002, "Pong", "", ``, "It is used as a barrier: when Pong arrives, the notifications the peer sent before were processed."},
 	{"Pong", 0x8002, "", "", ``, ""},
-	{"CloseClient", 0x0003, "", "", ``, "CloseClient tells that the sender no longer uses the connection as a client."},
-	{"AskPrimary", 0x0004, "AnswerPrimary", "", ``, "AskPrimary asks an admin which master is primary."},
+	{"CloseClient", 0x0003, "", "", ``, "The sender no longer uses the connection as a client."},
+	{"AskPrimary", 0x0004, "AnswerPrimary", "", ``, "It asks an admin which master is primary."},
 	{"AnswerPrimary", 0x8004, "", "", `
 		PrimaryNID NodeID`, ""},
 	{"NotPrimaryMaster", 0x0005, "", "", `
 		Primary      ?NodeID // the primary master; nil if unknown (a node id, not an index)
 		KnownMasters []Address`,
-		"NotPrimaryMaster is sent by a secondary master before it closes a connection."},
+		"A secondary master sends it before it closes a connection."},
 	{"NotifyNodeInformation", 0x0006, "", "", `
 		Timestamp float64 // master monotonic time
 		Nodes     []NodeInfo`,
-		"NotifyNodeInformation tells changes of nodes."},
+		"It tells changes of nodes."},
 	{"AskRecovery", 0x0007, "AnswerRecovery", "", ``, ""},
 	{"AnswerRecovery", 0x8007, "", "", `
 		PTid        Opt[PTid]
@@ -179,7 +179,7 @@ var packets = []packet{
 	{"SendPartitionTable", 0x000a, "", "", `
 		PTid        Opt[PTid] // nil when the master has no partition table yet
 		NumReplicas uint32
-		Rows        [][]CellInfo`, "SendPartitionTable sends the whole partition table."},
+		Rows        [][]CellInfo`, "It sends the whole partition table."},
 	{"NotifyPartitionChanges", 0x000b, "", "", `
 		PTid        PTid
 		NumReplicas uint32
@@ -272,7 +272,7 @@ var packets = []packet{
 		Oid    zodb.Oid
 		At     ?zodb.Tid // exact serial
 		Before ?zodb.Tid // latest revision before this tid`,
-		"AskObject asks a storage for one revision of an object."},
+		"It asks a storage for one revision of an object."},
 	{"AnswerObject", 0x8020, "", "", `
 		Oid         zodb.Oid
 		Serial      zodb.Tid
@@ -458,7 +458,7 @@ var packets = []packet{
 		TTid        zodb.Tid
 		Oids        []zodb.Oid
 		Pack        Opt[TxnPackInfo]`,
-		"AddTransaction sends a transaction during replication, with the msg id of the AskFetchTransactions it serves."},
+		"It sends a transaction during replication, with the msg id of the AskFetchTransactions it serves."},
 	{"AddObject", 0x0044, "", "b", `
 		Oid         zodb.Oid
 		Serial      zodb.Tid
@@ -466,7 +466,7 @@ var packets = []packet{
 		Checksum    Checksum
 		Data        []byte
 		DataSerial  ?zodb.Tid`,
-		"AddObject sends an object record during replication, with the msg id of the AskFetchObjects it serves."},
+		"It sends an object record during replication, with the msg id of the AskFetchObjects it serves."},
 	{"Truncate", 0x0045, "Error", "", `
 		Tid zodb.Tid`, ""},
 	{"FlushLog", 0x0046, "", "", ``, ""},
@@ -509,7 +509,8 @@ func parseFields(s string) []field {
 }
 
 type gen struct {
-	buf     bytes.Buffer
+	buf       bytes.Buffer
+	requestOf map[string]string // answer name -> request name
 	records map[string]*record
 	depth   int
 }
@@ -771,9 +772,21 @@ func (g *gen) record(r *record) {
 
 func (g *gen) packet(pk *packet) {
 	fs := parseFields(pk.fields)
-	doc := pk.doc
-	if doc == "" {
-		doc = fmt.Sprintf("%s is packet 0x%04x.", pk.name, pk.code)
+	var doc string
+	switch {
+	case pk.code == 0x8000:
+		doc = fmt.Sprintf("%s (0x%04x) %s", pk.name, pk.code, pk.doc)
+	case pk.code&0x8000 != 0:
+		doc = fmt.Sprintf("%s (0x%04x) answers %s.", pk.name, pk.code, g.requestOf[pk.name])
+	case pk.answer == "Error":
+		doc = fmt.Sprintf("%s (0x%04x) is a request answered by Error (Ack on success).", pk.name, pk.code)
+	case pk.answer != "":
+		doc = fmt.Sprintf("%s (0x%04x) is a request answered by %s.", pk.name, pk.code, pk.answer)
+	default:
+		doc = fmt.Sprintf("%s (0x%04x) is a notification.", pk.name, pk.code)
+	}
+	if pk.doc != "" && pk.code != 0x8000 {
+		doc += "\n// " + pk.doc
 	}
 	g.structDecl(pk.name, doc, fs)
 	g.p("func (*%s) MsgCode() uint16 { return Code%s }\n\n", pk.name, pk.name)
@@ -798,8 +811,12 @@ func main() {
 		g.records[records[i].name] = &records[i]
 	}
 	byName := map[string]*packet{}
+	g.requestOf = map[string]string{}
 	for i := range packets {
 		byName[packets[i].name] = &packets[i]
+		if a := packets[i].answer; a != "" && a != "Error" {
+			g.requestOf[a] = packets[i].name
+		}
 	}
 	sorted := append([]packet(nil), packets...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].code < sorted[j].code })

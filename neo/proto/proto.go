@@ -301,8 +301,8 @@ func errTooLarge(n uint64) error {
 
 // DecodePacket decodes the first packet in b and returns its msg id, the
 // message and the number of bytes it took. Errors are as for PacketLen, plus
-// unknown codes and arguments not matching the packet type. Byte strings of
-// the message are copies.
+// unknown codes and arguments not matching the packet type; for these two,
+// msgID and n are still returned. Byte strings of the message are copies.
 func DecodePacket(b []byte) (msgID uint32, m Msg, n int, err error) {
 	return decodePacket(b, false)
 }
@@ -406,8 +406,8 @@ func Info(code uint16) (PacketInfo, bool) {
 	return packetInfos[i], true
 }
 
-// Packets returns the descriptions of all packet types, in code order
-// (Error first).
+// Packets returns the descriptions of all 111 packet types, in code order:
+// requests and notifications, then Error and the answers.
 func Packets() []PacketInfo {
 	return append([]PacketInfo(nil), packetInfos[:]...)
 }

@@ -601,7 +601,7 @@ func decodeSerialOids(d *decoder, v *SerialOids) {
 	}
 }
 
-// Error answers any request with an error (or with Ack for the requests that have no answer type), or notifies one.
+// Error (0x8000) answers any request with an error, or with Ack for the requests that have no answer type; it may also be sent as a notification.
 type Error struct {
 	Code    ErrorCode
 	Message string
@@ -624,7 +624,8 @@ func (m *Error) decodeArgs(d *decoder) {
 	m.Message = d.str("Message")
 }
 
-// RequestIdentification is the first request on a connection between nodes.
+// RequestIdentification (0x0001) is a request answered by AcceptIdentification.
+// It is the first request on a connection between nodes.
 type RequestIdentification struct {
 	NodeType    NodeType
 	NID         NodeID       // the id the sender has or wants
@@ -677,7 +678,7 @@ func (m *RequestIdentification) decodeArgs(d *decoder) {
 	m.Extra = d.dict("Extra")
 }
 
-// AcceptIdentification is packet 0x8001.
+// AcceptIdentification (0x8001) answers RequestIdentification.
 type AcceptIdentification struct {
 	NodeType NodeType // of the answering node
 	NID      NodeID   // of the answering node
@@ -703,7 +704,8 @@ func (m *AcceptIdentification) decodeArgs(d *decoder) {
 	m.YourNID = d.optNid("YourNID")
 }
 
-// Ping is answered by Pong; used as a barrier.
+// Ping (0x0002) is a request answered by Pong.
+// It is used as a barrier: when Pong arrives, the notifications the peer sent before were processed.
 type Ping struct {
 }
 
@@ -720,7 +722,7 @@ func (m *Ping) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// Pong is packet 0x8002.
+// Pong (0x8002) answers Ping.
 type Pong struct {
 }
 
@@ -737,7 +739,8 @@ func (m *Pong) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// CloseClient tells that the sender no longer uses the connection as a client.
+// CloseClient (0x0003) is a notification.
+// The sender no longer uses the connection as a client.
 type CloseClient struct {
 }
 
@@ -754,7 +757,8 @@ func (m *CloseClient) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskPrimary asks an admin which master is primary.
+// AskPrimary (0x0004) is a request answered by AnswerPrimary.
+// It asks an admin which master is primary.
 type AskPrimary struct {
 }
 
@@ -771,7 +775,7 @@ func (m *AskPrimary) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerPrimary is packet 0x8004.
+// AnswerPrimary (0x8004) answers AskPrimary.
 type AnswerPrimary struct {
 	PrimaryNID NodeID
 }
@@ -791,7 +795,8 @@ func (m *AnswerPrimary) decodeArgs(d *decoder) {
 	m.PrimaryNID = d.nid("PrimaryNID")
 }
 
-// NotPrimaryMaster is sent by a secondary master before it closes a connection.
+// NotPrimaryMaster (0x0005) is a notification.
+// A secondary master sends it before it closes a connection.
 type NotPrimaryMaster struct {
 	Primary      NodeID // the primary master; nil if unknown (a node id, not an index)
 	KnownMasters []Address
@@ -827,7 +832,8 @@ func (m *NotPrimaryMaster) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyNodeInformation tells changes of nodes.
+// NotifyNodeInformation (0x0006) is a notification.
+// It tells changes of nodes.
 type NotifyNodeInformation struct {
 	Timestamp float64 // master monotonic time
 	Nodes     []NodeInfo
@@ -863,7 +869,7 @@ func (m *NotifyNodeInformation) decodeArgs(d *decoder) {
 	}
 }
 
-// AskRecovery is packet 0x0007.
+// AskRecovery (0x0007) is a request answered by AnswerRecovery.
 type AskRecovery struct {
 }
 
@@ -880,7 +886,7 @@ func (m *AskRecovery) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerRecovery is packet 0x8007.
+// AnswerRecovery (0x8007) answers AskRecovery.
 type AnswerRecovery struct {
 	PTid        Opt[PTid]
 	BackupTid   zodb.Tid
@@ -915,7 +921,7 @@ func (m *AnswerRecovery) decodeArgs(d *decoder) {
 	m.TruncateTid = zodb.Tid(d.optTid("TruncateTid"))
 }
 
-// AskLastIDs is packet 0x0008.
+// AskLastIDs (0x0008) is a request answered by AnswerLastIDs.
 type AskLastIDs struct {
 }
 
@@ -932,7 +938,7 @@ func (m *AskLastIDs) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerLastIDs is packet 0x8008.
+// AnswerLastIDs (0x8008) answers AskLastIDs.
 type AnswerLastIDs struct {
 	LastTid  zodb.Tid
 	LastOid  zodb.Oid
@@ -958,7 +964,7 @@ func (m *AnswerLastIDs) decodeArgs(d *decoder) {
 	m.FirstTid = zodb.Tid(d.tid("FirstTid"))
 }
 
-// AskPartitionTable is packet 0x0009.
+// AskPartitionTable (0x0009) is a request answered by AnswerPartitionTable.
 type AskPartitionTable struct {
 }
 
@@ -975,7 +981,7 @@ func (m *AskPartitionTable) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerPartitionTable is packet 0x8009.
+// AnswerPartitionTable (0x8009) answers AskPartitionTable.
 type AnswerPartitionTable struct {
 	PTid        Opt[PTid]
 	NumReplicas uint32
@@ -1036,7 +1042,8 @@ func (m *AnswerPartitionTable) decodeArgs(d *decoder) {
 	}
 }
 
-// SendPartitionTable sends the whole partition table.
+// SendPartitionTable (0x000a) is a notification.
+// It sends the whole partition table.
 type SendPartitionTable struct {
 	PTid        Opt[PTid] // nil when the master has no partition table yet
 	NumReplicas uint32
@@ -1097,7 +1104,7 @@ func (m *SendPartitionTable) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyPartitionChanges is packet 0x000b.
+// NotifyPartitionChanges (0x000b) is a notification.
 type NotifyPartitionChanges struct {
 	PTid        PTid
 	NumReplicas uint32
@@ -1136,7 +1143,7 @@ func (m *NotifyPartitionChanges) decodeArgs(d *decoder) {
 	}
 }
 
-// StartOperation is packet 0x000c.
+// StartOperation (0x000c) is a notification.
 type StartOperation struct {
 	Backup bool
 }
@@ -1156,7 +1163,7 @@ func (m *StartOperation) decodeArgs(d *decoder) {
 	m.Backup = d.bool("Backup")
 }
 
-// StopOperation is packet 0x000d.
+// StopOperation (0x000d) is a notification.
 type StopOperation struct {
 }
 
@@ -1173,7 +1180,7 @@ func (m *StopOperation) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskUnfinishedTransactions is packet 0x000e.
+// AskUnfinishedTransactions (0x000e) is a request answered by AnswerUnfinishedTransactions.
 type AskUnfinishedTransactions struct {
 	Partitions []uint32
 }
@@ -1206,7 +1213,7 @@ func (m *AskUnfinishedTransactions) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerUnfinishedTransactions is packet 0x800e.
+// AnswerUnfinishedTransactions (0x800e) answers AskUnfinishedTransactions.
 type AnswerUnfinishedTransactions struct {
 	MaxTid zodb.Tid
 	TTids  []zodb.Tid
@@ -1242,7 +1249,7 @@ func (m *AnswerUnfinishedTransactions) decodeArgs(d *decoder) {
 	}
 }
 
-// AskLockedTransactions is packet 0x000f.
+// AskLockedTransactions (0x000f) is a request answered by AnswerLockedTransactions.
 type AskLockedTransactions struct {
 }
 
@@ -1259,7 +1266,7 @@ func (m *AskLockedTransactions) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerLockedTransactions is packet 0x800f.
+// AnswerLockedTransactions (0x800f) answers AskLockedTransactions.
 type AnswerLockedTransactions struct {
 	Transactions []LockedTransaction
 }
@@ -1292,7 +1299,7 @@ func (m *AnswerLockedTransactions) decodeArgs(d *decoder) {
 	}
 }
 
-// AskFinalTID is packet 0x0010.
+// AskFinalTID (0x0010) is a request answered by AnswerFinalTID.
 type AskFinalTID struct {
 	TTid zodb.Tid
 }
@@ -1312,7 +1319,7 @@ func (m *AskFinalTID) decodeArgs(d *decoder) {
 	m.TTid = zodb.Tid(d.tid("TTid"))
 }
 
-// AnswerFinalTID is packet 0x8010.
+// AnswerFinalTID (0x8010) answers AskFinalTID.
 type AnswerFinalTID struct {
 	Tid zodb.Tid // from the master: nil = unknown, zodb.TidMax = committed, ask storages
 }
@@ -1332,7 +1339,7 @@ func (m *AnswerFinalTID) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.optTid("Tid"))
 }
 
-// ValidateTransaction is packet 0x0011.
+// ValidateTransaction (0x0011) is a notification.
 type ValidateTransaction struct {
 	TTid zodb.Tid
 	Tid  zodb.Tid
@@ -1355,7 +1362,7 @@ func (m *ValidateTransaction) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// AskBeginTransaction is packet 0x0012.
+// AskBeginTransaction (0x0012) is a request answered by AnswerBeginTransaction.
 type AskBeginTransaction struct {
 	Tid zodb.Tid // wanted tid, or nil
 }
@@ -1375,7 +1382,7 @@ func (m *AskBeginTransaction) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.optTid("Tid"))
 }
 
-// AnswerBeginTransaction is packet 0x8012.
+// AnswerBeginTransaction (0x8012) answers AskBeginTransaction.
 type AnswerBeginTransaction struct {
 	TTid zodb.Tid
 }
@@ -1395,7 +1402,7 @@ func (m *AnswerBeginTransaction) decodeArgs(d *decoder) {
 	m.TTid = zodb.Tid(d.tid("TTid"))
 }
 
-// FailedVote is packet 0x0013.
+// FailedVote (0x0013) is a request answered by Error (Ack on success).
 type FailedVote struct {
 	TTid   zodb.Tid
 	Failed []NodeID
@@ -1431,7 +1438,7 @@ func (m *FailedVote) decodeArgs(d *decoder) {
 	}
 }
 
-// AskFinishTransaction is packet 0x0014.
+// AskFinishTransaction (0x0014) is a request answered by AnswerTransactionFinished.
 type AskFinishTransaction struct {
 	TTid    zodb.Tid
 	Oids    []zodb.Oid
@@ -1511,7 +1518,7 @@ func (m *AskFinishTransaction) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerTransactionFinished is packet 0x8014.
+// AnswerTransactionFinished (0x8014) answers AskFinishTransaction.
 type AnswerTransactionFinished struct {
 	TTid zodb.Tid
 	Tid  zodb.Tid
@@ -1534,7 +1541,7 @@ func (m *AnswerTransactionFinished) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// AskLockInformation is packet 0x0015.
+// AskLockInformation (0x0015) is a request answered by AnswerInformationLocked.
 type AskLockInformation struct {
 	TTid zodb.Tid
 	Tid  zodb.Tid
@@ -1560,7 +1567,7 @@ func (m *AskLockInformation) decodeArgs(d *decoder) {
 	m.Pack = d.bool("Pack")
 }
 
-// AnswerInformationLocked is packet 0x8015.
+// AnswerInformationLocked (0x8015) answers AskLockInformation.
 type AnswerInformationLocked struct {
 	TTid zodb.Tid
 }
@@ -1580,7 +1587,7 @@ func (m *AnswerInformationLocked) decodeArgs(d *decoder) {
 	m.TTid = zodb.Tid(d.tid("TTid"))
 }
 
-// InvalidateObjects is packet 0x0016.
+// InvalidateObjects (0x0016) is a notification.
 type InvalidateObjects struct {
 	Tid  zodb.Tid
 	Oids []zodb.Oid
@@ -1616,7 +1623,7 @@ func (m *InvalidateObjects) decodeArgs(d *decoder) {
 	}
 }
 
-// InvalidatePartitions is packet 0x0017.
+// InvalidatePartitions (0x0017) is a notification.
 type InvalidatePartitions struct {
 	Tid        zodb.Tid
 	Partitions []uint32
@@ -1652,7 +1659,7 @@ func (m *InvalidatePartitions) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyUnlockInformation is packet 0x0018.
+// NotifyUnlockInformation (0x0018) is a notification.
 type NotifyUnlockInformation struct {
 	TTid zodb.Tid
 }
@@ -1672,7 +1679,7 @@ func (m *NotifyUnlockInformation) decodeArgs(d *decoder) {
 	m.TTid = zodb.Tid(d.tid("TTid"))
 }
 
-// AskNewOIDs is packet 0x0019.
+// AskNewOIDs (0x0019) is a request answered by AnswerNewOIDs.
 type AskNewOIDs struct {
 	NumOids uint32
 }
@@ -1692,7 +1699,7 @@ func (m *AskNewOIDs) decodeArgs(d *decoder) {
 	m.NumOids = uint32(d.uint(math.MaxUint32, "NumOids"))
 }
 
-// AnswerNewOIDs is packet 0x8019.
+// AnswerNewOIDs (0x8019) answers AskNewOIDs.
 type AnswerNewOIDs struct {
 	Oids []zodb.Oid
 }
@@ -1725,7 +1732,7 @@ func (m *AnswerNewOIDs) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyDeadlock is packet 0x001a.
+// NotifyDeadlock (0x001a) is a notification.
 type NotifyDeadlock struct {
 	TTid zodb.Tid
 	Oid  zodb.Oid
@@ -1748,7 +1755,7 @@ func (m *NotifyDeadlock) decodeArgs(d *decoder) {
 	m.Oid = zodb.Oid(d.tid("Oid"))
 }
 
-// AskRelockObject is packet 0x001b.
+// AskRelockObject (0x001b) is a request answered by AnswerRelockObject.
 type AskRelockObject struct {
 	TTid zodb.Tid
 	Oid  zodb.Oid
@@ -1771,7 +1778,7 @@ func (m *AskRelockObject) decodeArgs(d *decoder) {
 	m.Oid = zodb.Oid(d.tid("Oid"))
 }
 
-// AnswerRelockObject is packet 0x801b.
+// AnswerRelockObject (0x801b) answers AskRelockObject.
 type AnswerRelockObject struct {
 	Conflict Opt[RelockConflict] // nil: relocked
 }
@@ -1800,7 +1807,7 @@ func (m *AnswerRelockObject) decodeArgs(d *decoder) {
 	}
 }
 
-// AskStoreObject is packet 0x001c.
+// AskStoreObject (0x001c) is a request answered by AnswerStoreObject.
 type AskStoreObject struct {
 	Oid         zodb.Oid
 	Serial      zodb.Tid // the serial the client read
@@ -1838,7 +1845,7 @@ func (m *AskStoreObject) decodeArgs(d *decoder) {
 	m.TTid = zodb.Tid(d.optTid("TTid"))
 }
 
-// AnswerStoreObject is packet 0x801c.
+// AnswerStoreObject (0x801c) answers AskStoreObject.
 type AnswerStoreObject struct {
 	Conflict zodb.Tid // nil: locked; 0: stored without lock; else conflict with this serial
 }
@@ -1858,7 +1865,7 @@ func (m *AnswerStoreObject) decodeArgs(d *decoder) {
 	m.Conflict = zodb.Tid(d.optTid("Conflict"))
 }
 
-// AbortTransaction is packet 0x001d.
+// AbortTransaction (0x001d) is a notification.
 type AbortTransaction struct {
 	TTid zodb.Tid
 	NIDs []NodeID
@@ -1894,7 +1901,7 @@ func (m *AbortTransaction) decodeArgs(d *decoder) {
 	}
 }
 
-// AskStoreTransaction is packet 0x001e.
+// AskStoreTransaction (0x001e) is a request answered by AnswerStoreTransaction.
 type AskStoreTransaction struct {
 	TTid        zodb.Tid
 	User        []byte
@@ -1951,7 +1958,7 @@ func (m *AskStoreTransaction) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerStoreTransaction is packet 0x801e.
+// AnswerStoreTransaction (0x801e) answers AskStoreTransaction.
 type AnswerStoreTransaction struct {
 }
 
@@ -1968,7 +1975,7 @@ func (m *AnswerStoreTransaction) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskVoteTransaction is packet 0x001f.
+// AskVoteTransaction (0x001f) is a request answered by AnswerVoteTransaction.
 type AskVoteTransaction struct {
 	TTid zodb.Tid
 }
@@ -1988,7 +1995,7 @@ func (m *AskVoteTransaction) decodeArgs(d *decoder) {
 	m.TTid = zodb.Tid(d.tid("TTid"))
 }
 
-// AnswerVoteTransaction is packet 0x801f.
+// AnswerVoteTransaction (0x801f) answers AskVoteTransaction.
 type AnswerVoteTransaction struct {
 }
 
@@ -2005,7 +2012,8 @@ func (m *AnswerVoteTransaction) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskObject asks a storage for one revision of an object.
+// AskObject (0x0020) is a request answered by AnswerObject.
+// It asks a storage for one revision of an object.
 type AskObject struct {
 	Oid    zodb.Oid
 	At     zodb.Tid // exact serial
@@ -2031,7 +2039,7 @@ func (m *AskObject) decodeArgs(d *decoder) {
 	m.Before = zodb.Tid(d.optTid("Before"))
 }
 
-// AnswerObject is packet 0x8020.
+// AnswerObject (0x8020) answers AskObject.
 type AnswerObject struct {
 	Oid         zodb.Oid
 	Serial      zodb.Tid
@@ -2078,7 +2086,7 @@ func (m *AnswerObject) decodeArgs(d *decoder) {
 	m.DataSerial = zodb.Tid(d.optTid("DataSerial"))
 }
 
-// AskTIDs is packet 0x0021.
+// AskTIDs (0x0021) is a request answered by AnswerTIDs.
 type AskTIDs struct {
 	First     uint64
 	Last      uint64
@@ -2104,7 +2112,7 @@ func (m *AskTIDs) decodeArgs(d *decoder) {
 	m.Partition = uint32(d.uint(math.MaxUint32, "Partition"))
 }
 
-// AnswerTIDs is packet 0x8021.
+// AnswerTIDs (0x8021) answers AskTIDs.
 type AnswerTIDs struct {
 	Tids []zodb.Tid
 }
@@ -2137,7 +2145,7 @@ func (m *AnswerTIDs) decodeArgs(d *decoder) {
 	}
 }
 
-// AskTransactionInformation is packet 0x0022.
+// AskTransactionInformation (0x0022) is a request answered by AnswerTransactionInformation.
 type AskTransactionInformation struct {
 	Tid zodb.Tid
 }
@@ -2157,7 +2165,7 @@ func (m *AskTransactionInformation) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// AnswerTransactionInformation is packet 0x8022.
+// AnswerTransactionInformation (0x8022) answers AskTransactionInformation.
 type AnswerTransactionInformation struct {
 	Tid         zodb.Tid
 	User        []byte
@@ -2205,7 +2213,7 @@ func (m *AnswerTransactionInformation) decodeArgs(d *decoder) {
 	}
 }
 
-// AskObjectHistory is packet 0x0023.
+// AskObjectHistory (0x0023) is a request answered by AnswerObjectHistory.
 type AskObjectHistory struct {
 	Oid   zodb.Oid
 	First uint64
@@ -2231,7 +2239,7 @@ func (m *AskObjectHistory) decodeArgs(d *decoder) {
 	m.Last = uint64(d.uint(math.MaxUint64, "Last"))
 }
 
-// AnswerObjectHistory is packet 0x8023.
+// AnswerObjectHistory (0x8023) answers AskObjectHistory.
 type AnswerObjectHistory struct {
 	Oid     zodb.Oid
 	History []HistoryEntry
@@ -2267,7 +2275,7 @@ func (m *AnswerObjectHistory) decodeArgs(d *decoder) {
 	}
 }
 
-// AskPartitionList is packet 0x0024.
+// AskPartitionList (0x0024) is a request answered by AnswerPartitionList.
 type AskPartitionList struct {
 	MinOffset uint32
 	MaxOffset uint32
@@ -2293,7 +2301,7 @@ func (m *AskPartitionList) decodeArgs(d *decoder) {
 	m.NID = d.optNid("NID")
 }
 
-// AnswerPartitionList is packet 0x8024.
+// AnswerPartitionList (0x8024) answers AskPartitionList.
 type AnswerPartitionList struct {
 	PTid        Opt[PTid]
 	NumReplicas uint32
@@ -2354,7 +2362,7 @@ func (m *AnswerPartitionList) decodeArgs(d *decoder) {
 	}
 }
 
-// AskNodeList is packet 0x0025.
+// AskNodeList (0x0025) is a request answered by AnswerNodeList.
 type AskNodeList struct {
 	NodeType Opt[NodeType] // nil: all
 }
@@ -2383,7 +2391,7 @@ func (m *AskNodeList) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerNodeList is packet 0x8025.
+// AnswerNodeList (0x8025) answers AskNodeList.
 type AnswerNodeList struct {
 	Nodes []NodeInfo
 }
@@ -2416,7 +2424,7 @@ func (m *AnswerNodeList) decodeArgs(d *decoder) {
 	}
 }
 
-// SetNodeState is packet 0x0026.
+// SetNodeState (0x0026) is a request answered by Error (Ack on success).
 type SetNodeState struct {
 	NID   NodeID
 	State NodeState
@@ -2439,7 +2447,7 @@ func (m *SetNodeState) decodeArgs(d *decoder) {
 	m.State = NodeState(d.enum(extNodeState, "State"))
 }
 
-// AddPendingNodes is packet 0x0027.
+// AddPendingNodes (0x0027) is a request answered by Error (Ack on success).
 type AddPendingNodes struct {
 	NIDs []NodeID
 }
@@ -2472,7 +2480,7 @@ func (m *AddPendingNodes) decodeArgs(d *decoder) {
 	}
 }
 
-// TweakPartitionTable is packet 0x0028.
+// TweakPartitionTable (0x0028) is a request answered by AnswerTweakPartitionTable.
 type TweakPartitionTable struct {
 	DryRun  bool
 	Exclude []NodeID
@@ -2508,7 +2516,7 @@ func (m *TweakPartitionTable) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerTweakPartitionTable is packet 0x8028.
+// AnswerTweakPartitionTable (0x8028) answers TweakPartitionTable.
 type AnswerTweakPartitionTable struct {
 	Changed bool
 	Rows    [][]CellInfo
@@ -2557,7 +2565,7 @@ func (m *AnswerTweakPartitionTable) decodeArgs(d *decoder) {
 	}
 }
 
-// SetNumReplicas is packet 0x0029.
+// SetNumReplicas (0x0029) is a request answered by Error (Ack on success).
 type SetNumReplicas struct {
 	NumReplicas uint32
 }
@@ -2577,7 +2585,7 @@ func (m *SetNumReplicas) decodeArgs(d *decoder) {
 	m.NumReplicas = uint32(d.uint(math.MaxUint32, "NumReplicas"))
 }
 
-// SetClusterState is packet 0x002a.
+// SetClusterState (0x002a) is a request answered by Error (Ack on success).
 type SetClusterState struct {
 	State ClusterState
 }
@@ -2597,7 +2605,7 @@ func (m *SetClusterState) decodeArgs(d *decoder) {
 	m.State = ClusterState(d.enum(extClusterState, "State"))
 }
 
-// Repair is packet 0x002b.
+// Repair (0x002b) is a request answered by Error (Ack on success).
 type Repair struct {
 	NIDs   []NodeID
 	DryRun bool
@@ -2633,7 +2641,7 @@ func (m *Repair) decodeArgs(d *decoder) {
 	m.DryRun = d.bool("DryRun")
 }
 
-// NotifyRepair is packet 0x002c.
+// NotifyRepair (0x002c) is a notification.
 type NotifyRepair struct {
 	DryRun bool
 }
@@ -2653,7 +2661,7 @@ func (m *NotifyRepair) decodeArgs(d *decoder) {
 	m.DryRun = d.bool("DryRun")
 }
 
-// NotifyClusterInformation is packet 0x002d.
+// NotifyClusterInformation (0x002d) is a notification.
 type NotifyClusterInformation struct {
 	State ClusterState
 }
@@ -2673,7 +2681,7 @@ func (m *NotifyClusterInformation) decodeArgs(d *decoder) {
 	m.State = ClusterState(d.enum(extClusterState, "State"))
 }
 
-// AskClusterState is packet 0x002e.
+// AskClusterState (0x002e) is a request answered by AnswerClusterState.
 type AskClusterState struct {
 }
 
@@ -2690,7 +2698,7 @@ func (m *AskClusterState) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerClusterState is packet 0x802e.
+// AnswerClusterState (0x802e) answers AskClusterState.
 type AnswerClusterState struct {
 	State Opt[ClusterState]
 }
@@ -2719,7 +2727,7 @@ func (m *AnswerClusterState) decodeArgs(d *decoder) {
 	}
 }
 
-// AskObjectUndoSerial is packet 0x002f.
+// AskObjectUndoSerial (0x002f) is a request answered by AnswerObjectUndoSerial.
 type AskObjectUndoSerial struct {
 	TTid      zodb.Tid
 	LTid      zodb.Tid
@@ -2761,7 +2769,7 @@ func (m *AskObjectUndoSerial) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerObjectUndoSerial is packet 0x802f.
+// AnswerObjectUndoSerial (0x802f) answers AskObjectUndoSerial.
 type AnswerObjectUndoSerial struct {
 	Serials []UndoSerial
 }
@@ -2794,7 +2802,7 @@ func (m *AnswerObjectUndoSerial) decodeArgs(d *decoder) {
 	}
 }
 
-// AskTIDsFrom is packet 0x0030.
+// AskTIDsFrom (0x0030) is a request answered by AnswerTIDsFrom.
 type AskTIDsFrom struct {
 	MinTid    zodb.Tid
 	MaxTid    zodb.Tid
@@ -2823,7 +2831,7 @@ func (m *AskTIDsFrom) decodeArgs(d *decoder) {
 	m.Partition = uint32(d.uint(math.MaxUint32, "Partition"))
 }
 
-// AnswerTIDsFrom is packet 0x8030.
+// AnswerTIDsFrom (0x8030) answers AskTIDsFrom.
 type AnswerTIDsFrom struct {
 	Tids []zodb.Tid
 }
@@ -2856,7 +2864,7 @@ func (m *AnswerTIDsFrom) decodeArgs(d *decoder) {
 	}
 }
 
-// AskOIDsFrom is packet 0x0031.
+// AskOIDsFrom (0x0031) is a request answered by AnswerOIDsFrom.
 type AskOIDsFrom struct {
 	Partition uint32
 	Length    uint32
@@ -2885,7 +2893,7 @@ func (m *AskOIDsFrom) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// AnswerOIDsFrom is packet 0x8031.
+// AnswerOIDsFrom (0x8031) answers AskOIDsFrom.
 type AnswerOIDsFrom struct {
 	NextOid zodb.Oid
 	Oids    []zodb.Oid
@@ -2921,7 +2929,7 @@ func (m *AnswerOIDsFrom) decodeArgs(d *decoder) {
 	}
 }
 
-// WaitForPack is packet 0x0032.
+// WaitForPack (0x0032) is a request answered by WaitedForPack.
 type WaitForPack struct {
 	PackID zodb.Tid
 }
@@ -2941,7 +2949,7 @@ func (m *WaitForPack) decodeArgs(d *decoder) {
 	m.PackID = zodb.Tid(d.tid("PackID"))
 }
 
-// WaitedForPack is packet 0x8032.
+// WaitedForPack (0x8032) answers WaitForPack.
 type WaitedForPack struct {
 }
 
@@ -2958,7 +2966,7 @@ func (m *WaitedForPack) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskPackOrders is packet 0x0033.
+// AskPackOrders (0x0033) is a request answered by AnswerPackOrders.
 type AskPackOrders struct {
 	MinPackID zodb.Tid
 }
@@ -2978,7 +2986,7 @@ func (m *AskPackOrders) decodeArgs(d *decoder) {
 	m.MinPackID = zodb.Tid(d.tid("MinPackID"))
 }
 
-// AnswerPackOrders is packet 0x8033.
+// AnswerPackOrders (0x8033) answers AskPackOrders.
 type AnswerPackOrders struct {
 	Orders []PackOrder
 }
@@ -3011,7 +3019,7 @@ func (m *AnswerPackOrders) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyPackSigned is packet 0x0034.
+// NotifyPackSigned (0x0034) is a notification.
 type NotifyPackSigned struct {
 	Approved []zodb.Tid
 	Rejected []zodb.Tid
@@ -3060,7 +3068,7 @@ func (m *NotifyPackSigned) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyPackCompleted is packet 0x0035.
+// NotifyPackCompleted (0x0035) is a notification.
 type NotifyPackCompleted struct {
 	PackID zodb.Tid
 }
@@ -3080,7 +3088,7 @@ func (m *NotifyPackCompleted) decodeArgs(d *decoder) {
 	m.PackID = zodb.Tid(d.tid("PackID"))
 }
 
-// CheckReplicas is packet 0x0036.
+// CheckReplicas (0x0036) is a request answered by Error (Ack on success).
 type CheckReplicas struct {
 	Partitions []CheckReplicasPartition
 	MinTid     zodb.Tid
@@ -3119,7 +3127,7 @@ func (m *CheckReplicas) decodeArgs(d *decoder) {
 	m.MaxTid = zodb.Tid(d.optTid("MaxTid"))
 }
 
-// CheckPartition is packet 0x0037.
+// CheckPartition (0x0037) is a notification.
 type CheckPartition struct {
 	Partition uint32
 	Source    CheckSource
@@ -3148,7 +3156,7 @@ func (m *CheckPartition) decodeArgs(d *decoder) {
 	m.MaxTid = zodb.Tid(d.tid("MaxTid"))
 }
 
-// AskCheckTIDRange is packet 0x0038.
+// AskCheckTIDRange (0x0038) is a request answered by AnswerCheckTIDRange.
 type AskCheckTIDRange struct {
 	Partition uint32
 	Length    uint32
@@ -3177,7 +3185,7 @@ func (m *AskCheckTIDRange) decodeArgs(d *decoder) {
 	m.MaxTid = zodb.Tid(d.tid("MaxTid"))
 }
 
-// AnswerCheckTIDRange is packet 0x8038.
+// AnswerCheckTIDRange (0x8038) answers AskCheckTIDRange.
 type AnswerCheckTIDRange struct {
 	Count    uint64
 	Checksum Checksum
@@ -3203,7 +3211,7 @@ func (m *AnswerCheckTIDRange) decodeArgs(d *decoder) {
 	m.MaxTid = zodb.Tid(d.tid("MaxTid"))
 }
 
-// AskCheckSerialRange is packet 0x0039.
+// AskCheckSerialRange (0x0039) is a request answered by AnswerCheckSerialRange.
 type AskCheckSerialRange struct {
 	Partition uint32
 	Length    uint32
@@ -3235,7 +3243,7 @@ func (m *AskCheckSerialRange) decodeArgs(d *decoder) {
 	m.MinOid = zodb.Oid(d.tid("MinOid"))
 }
 
-// AnswerCheckSerialRange is packet 0x8039.
+// AnswerCheckSerialRange (0x8039) answers AskCheckSerialRange.
 type AnswerCheckSerialRange struct {
 	Count       uint64
 	TidChecksum Checksum
@@ -3267,7 +3275,7 @@ func (m *AnswerCheckSerialRange) decodeArgs(d *decoder) {
 	m.MaxOid = zodb.Oid(d.tid("MaxOid"))
 }
 
-// NotifyPartitionCorrupted is packet 0x003a.
+// NotifyPartitionCorrupted (0x003a) is a notification.
 type NotifyPartitionCorrupted struct {
 	Partition uint32
 	NIDs      []NodeID
@@ -3303,7 +3311,7 @@ func (m *NotifyPartitionCorrupted) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyReady is packet 0x003b.
+// NotifyReady (0x003b) is a notification.
 type NotifyReady struct {
 }
 
@@ -3320,7 +3328,7 @@ func (m *NotifyReady) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskLastTransaction is packet 0x003c.
+// AskLastTransaction (0x003c) is a request answered by AnswerLastTransaction.
 type AskLastTransaction struct {
 }
 
@@ -3337,7 +3345,7 @@ func (m *AskLastTransaction) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerLastTransaction is packet 0x803c.
+// AnswerLastTransaction (0x803c) answers AskLastTransaction.
 type AnswerLastTransaction struct {
 	Tid zodb.Tid
 }
@@ -3357,7 +3365,7 @@ func (m *AnswerLastTransaction) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// AskCheckCurrentSerial is packet 0x003d.
+// AskCheckCurrentSerial (0x003d) is a request answered by AnswerCheckCurrentSerial.
 type AskCheckCurrentSerial struct {
 	TTid   zodb.Tid
 	Oid    zodb.Oid
@@ -3383,7 +3391,7 @@ func (m *AskCheckCurrentSerial) decodeArgs(d *decoder) {
 	m.Serial = zodb.Tid(d.tid("Serial"))
 }
 
-// AnswerCheckCurrentSerial is packet 0x803d.
+// AnswerCheckCurrentSerial (0x803d) answers AskCheckCurrentSerial.
 type AnswerCheckCurrentSerial struct {
 	Conflict zodb.Tid // as AnswerStoreObject.Conflict
 }
@@ -3403,7 +3411,7 @@ func (m *AnswerCheckCurrentSerial) decodeArgs(d *decoder) {
 	m.Conflict = zodb.Tid(d.optTid("Conflict"))
 }
 
-// NotifyTransactionFinished is packet 0x003e.
+// NotifyTransactionFinished (0x003e) is a notification.
 type NotifyTransactionFinished struct {
 	TTid   zodb.Tid
 	MaxTid zodb.Tid
@@ -3426,7 +3434,7 @@ func (m *NotifyTransactionFinished) decodeArgs(d *decoder) {
 	m.MaxTid = zodb.Tid(d.tid("MaxTid"))
 }
 
-// Replicate is packet 0x003f.
+// Replicate (0x003f) is a notification.
 type Replicate struct {
 	Tid          zodb.Tid
 	UpstreamName string // empty for internal replication
@@ -3465,7 +3473,7 @@ func (m *Replicate) decodeArgs(d *decoder) {
 	}
 }
 
-// NotifyReplicationDone is packet 0x0040.
+// NotifyReplicationDone (0x0040) is a notification.
 type NotifyReplicationDone struct {
 	Partition uint32
 	Tid       zodb.Tid
@@ -3488,7 +3496,7 @@ func (m *NotifyReplicationDone) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// AskFetchTransactions is packet 0x0041.
+// AskFetchTransactions (0x0041) is a request answered by AnswerFetchTransactions.
 type AskFetchTransactions struct {
 	Partition   uint32
 	Length      uint32
@@ -3536,7 +3544,7 @@ func (m *AskFetchTransactions) decodeArgs(d *decoder) {
 	m.AskPackInfo = d.bool("AskPackInfo")
 }
 
-// AnswerFetchTransactions is packet 0x8041.
+// AnswerFetchTransactions (0x8041) answers AskFetchTransactions.
 type AnswerFetchTransactions struct {
 	NextTid       zodb.Tid
 	Delete        []zodb.Tid
@@ -3575,7 +3583,7 @@ func (m *AnswerFetchTransactions) decodeArgs(d *decoder) {
 	m.CompletedPack = zodb.Tid(d.optTid("CompletedPack"))
 }
 
-// AskFetchObjects is packet 0x0042.
+// AskFetchObjects (0x0042) is a request answered by AnswerFetchObjects.
 type AskFetchObjects struct {
 	Partition uint32
 	Length    uint32
@@ -3623,7 +3631,7 @@ func (m *AskFetchObjects) decodeArgs(d *decoder) {
 	}
 }
 
-// AnswerFetchObjects is packet 0x8042.
+// AnswerFetchObjects (0x8042) answers AskFetchObjects.
 type AnswerFetchObjects struct {
 	NextTid zodb.Tid
 	NextOid zodb.Oid
@@ -3662,7 +3670,8 @@ func (m *AnswerFetchObjects) decodeArgs(d *decoder) {
 	}
 }
 
-// AddTransaction sends a transaction during replication, with the msg id of the AskFetchTransactions it serves.
+// AddTransaction (0x0043) is a notification.
+// It sends a transaction during replication, with the msg id of the AskFetchTransactions it serves.
 type AddTransaction struct {
 	Tid         zodb.Tid
 	User        []byte
@@ -3725,7 +3734,8 @@ func (m *AddTransaction) decodeArgs(d *decoder) {
 	}
 }
 
-// AddObject sends an object record during replication, with the msg id of the AskFetchObjects it serves.
+// AddObject (0x0044) is a notification.
+// It sends an object record during replication, with the msg id of the AskFetchObjects it serves.
 type AddObject struct {
 	Oid         zodb.Oid
 	Serial      zodb.Tid
@@ -3760,7 +3770,7 @@ func (m *AddObject) decodeArgs(d *decoder) {
 	m.DataSerial = zodb.Tid(d.optTid("DataSerial"))
 }
 
-// Truncate is packet 0x0045.
+// Truncate (0x0045) is a request answered by Error (Ack on success).
 type Truncate struct {
 	Tid zodb.Tid
 }
@@ -3780,7 +3790,7 @@ func (m *Truncate) decodeArgs(d *decoder) {
 	m.Tid = zodb.Tid(d.tid("Tid"))
 }
 
-// FlushLog is packet 0x0046.
+// FlushLog (0x0046) is a notification.
 type FlushLog struct {
 }
 
@@ -3797,7 +3807,7 @@ func (m *FlushLog) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AskMonitorInformation is packet 0x0047.
+// AskMonitorInformation (0x0047) is a request answered by AnswerMonitorInformation.
 type AskMonitorInformation struct {
 }
 
@@ -3814,7 +3824,7 @@ func (m *AskMonitorInformation) decodeArgs(d *decoder) {
 	d.tuple(0, "arguments")
 }
 
-// AnswerMonitorInformation is packet 0x8047.
+// AnswerMonitorInformation (0x8047) answers AskMonitorInformation.
 type AnswerMonitorInformation struct {
 	Warnings []Opt[string] // cluster names; nil = this cluster
 	Problems []Opt[string]
@@ -3884,7 +3894,7 @@ func (m *AnswerMonitorInformation) decodeArgs(d *decoder) {
 	m.Summary = d.str("Summary")
 }
 
-// NotifyMonitorInformation is packet 0x0048.
+// NotifyMonitorInformation (0x0048) is a notification.
 type NotifyMonitorInformation struct {
 	Info Dict // cluster_state, down, pt_summary
 }
@@ -3904,7 +3914,7 @@ func (m *NotifyMonitorInformation) decodeArgs(d *decoder) {
 	m.Info = d.dict("Info")
 }
 
-// NotifyUpstreamAdmin is packet 0x0049.
+// NotifyUpstreamAdmin (0x0049) is a notification.
 type NotifyUpstreamAdmin struct {
 	Address Address
 }
