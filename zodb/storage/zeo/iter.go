@@ -27,11 +27,11 @@ type iterState struct {
 }
 
 type txnIter struct {
-	s            *Storage
-	start, stop  any
-	st           *iterState
-	cur          *dataIter
-	err          error
+	s           *Storage
+	start, stop any
+	st          *iterState
+	cur         *dataIter
+	err         error
 }
 
 type dataIter struct {

@@ -97,7 +97,7 @@ type Storage struct {
 	closedCtx   context.Context // done once closed
 	closeCancel context.CancelFunc
 	closeOnce   sync.Once
-	wg        sync.WaitGroup // connection manager, event delivery, readers, heartbeats
+	wg          sync.WaitGroup // connection manager, event delivery, readers, heartbeats
 }
 
 type queuedEvent struct {
