@@ -511,8 +511,8 @@ func parseFields(s string) []field {
 type gen struct {
 	buf       bytes.Buffer
 	requestOf map[string]string // answer name -> request name
-	records map[string]*record
-	depth   int
+	records   map[string]*record
+	depth     int
 }
 
 func (g *gen) p(format string, args ...any) { fmt.Fprintf(&g.buf, format, args...) }
@@ -731,6 +731,20 @@ func (g *gen) structDecl(name, doc string, fs []field) {
 	}
 	g.p("type %s struct {\n", name)
 	for _, f := range fs {
+		var none string
+		switch f.typ {
+		case "?zodb.Tid":
+			none = "zodb.InvalidTid when nil"
+		case "?zodb.Oid":
+			none = "zodb.InvalidOid when nil"
+		case "?NodeID":
+			none = "NoNode when nil"
+		}
+		if none != "" && f.comment != "" {
+			f.comment = none + "; " + f.comment
+		} else if none != "" {
+			f.comment = none
+		}
 		if f.comment != "" {
 			g.p("%s %s // %s\n", f.name, goType(f.typ), f.comment)
 		} else {

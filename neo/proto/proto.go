@@ -14,7 +14,8 @@
 //     Error), all implementing [Msg]. They, their encoder and their decoder
 //     are generated (zproto.go) by gen.go from one table of packet
 //     definitions; run "go generate" after editing the table.
-//   - Metadata: [IsAnswer], [AnswerCode] (which packet answers a request),
+//   - Metadata: the codes (CodeAskObject, ...), [IsAnswer], [AnswerCode]
+//     and [IsAnswerTo] (which packet answers a request),
 //     [Info] (name, kind, NEO/py's nodelay and ignore_when_closed flags).
 //   - Types of the fields: the enums ([CellState], [ClusterState],
 //     [ErrorCode], [NodeState], [NodeType]), [NodeID], [Address], [PTid],

@@ -147,7 +147,7 @@ func decodeAddress(d *decoder, v *Address) {
 type NodeInfo struct {
 	Type   NodeType
 	Addr   Opt[Address] // nil for clients, and storages joining with --new-nid
-	NID    NodeID
+	NID    NodeID       // NoNode when nil
 	State  NodeState
 	IDTime Opt[float64] // id_timestamp; nil for nodes not identified by the master
 }
@@ -489,7 +489,7 @@ func decodeCheckSource(d *decoder, v *CheckSource) {
 // LockedTransaction is an entry of AnswerLockedTransactions {ttid: tid}.
 type LockedTransaction struct {
 	TTid zodb.Tid
-	Tid  zodb.Tid // final tid when locked; nil when only voted
+	Tid  zodb.Tid // zodb.InvalidTid when nil; final tid when locked; nil when only voted
 }
 
 func appendLockedTransaction(b []byte, v *LockedTransaction) []byte {
@@ -507,7 +507,7 @@ func decodeLockedTransaction(d *decoder, v *LockedTransaction) {
 type UndoSerial struct {
 	Oid           zodb.Oid
 	CurrentSerial zodb.Tid
-	UndoSerial    zodb.Tid
+	UndoSerial    zodb.Tid // zodb.InvalidTid when nil
 	IsCurrent     bool
 }
 
@@ -557,7 +557,7 @@ func decodeReplicateSource(d *decoder, v *ReplicateSource) {
 // CheckReplicasPartition is an entry of CheckReplicas {partition: reference}.
 type CheckReplicasPartition struct {
 	Partition uint32
-	Reference NodeID
+	Reference NodeID // NoNode when nil
 }
 
 func appendCheckReplicasPartition(b []byte, v *CheckReplicasPartition) []byte {
@@ -628,7 +628,7 @@ func (m *Error) decodeArgs(d *decoder) {
 // It is the first request on a connection between nodes.
 type RequestIdentification struct {
 	NodeType    NodeType
-	NID         NodeID       // the id the sender has or wants
+	NID         NodeID       // NoNode when nil; the id the sender has or wants
 	Address     Opt[Address] // the sender's listening address
 	ClusterName string
 	IDTimestamp Opt[float64]
@@ -681,8 +681,8 @@ func (m *RequestIdentification) decodeArgs(d *decoder) {
 // AcceptIdentification (0x8001) answers RequestIdentification.
 type AcceptIdentification struct {
 	NodeType NodeType // of the answering node
-	NID      NodeID   // of the answering node
-	YourNID  NodeID   // assigned to the requester
+	NID      NodeID   // NoNode when nil; of the answering node
+	YourNID  NodeID   // NoNode when nil; assigned to the requester
 }
 
 func (*AcceptIdentification) MsgCode() uint16 { return CodeAcceptIdentification }
@@ -798,7 +798,7 @@ func (m *AnswerPrimary) decodeArgs(d *decoder) {
 // NotPrimaryMaster (0x0005) is a notification.
 // A secondary master sends it before it closes a connection.
 type NotPrimaryMaster struct {
-	Primary      NodeID // the primary master; nil if unknown (a node id, not an index)
+	Primary      NodeID // NoNode when nil; the primary master; nil if unknown (a node id, not an index)
 	KnownMasters []Address
 }
 
@@ -889,8 +889,8 @@ func (m *AskRecovery) decodeArgs(d *decoder) {
 // AnswerRecovery (0x8007) answers AskRecovery.
 type AnswerRecovery struct {
 	PTid        Opt[PTid]
-	BackupTid   zodb.Tid
-	TruncateTid zodb.Tid
+	BackupTid   zodb.Tid // zodb.InvalidTid when nil
+	TruncateTid zodb.Tid // zodb.InvalidTid when nil
 }
 
 func (*AnswerRecovery) MsgCode() uint16 { return CodeAnswerRecovery }
@@ -940,8 +940,8 @@ func (m *AskLastIDs) decodeArgs(d *decoder) {
 
 // AnswerLastIDs (0x8008) answers AskLastIDs.
 type AnswerLastIDs struct {
-	LastTid  zodb.Tid
-	LastOid  zodb.Oid
+	LastTid  zodb.Tid // zodb.InvalidTid when nil
+	LastOid  zodb.Oid // zodb.InvalidOid when nil
 	FirstTid zodb.Tid // zodb.TidMax when there is no transaction
 }
 
@@ -1321,7 +1321,7 @@ func (m *AskFinalTID) decodeArgs(d *decoder) {
 
 // AnswerFinalTID (0x8010) answers AskFinalTID.
 type AnswerFinalTID struct {
-	Tid zodb.Tid // from the master: nil = unknown, zodb.TidMax = committed, ask storages
+	Tid zodb.Tid // zodb.InvalidTid when nil; from the master: nil = unknown, zodb.TidMax = committed, ask storages
 }
 
 func (*AnswerFinalTID) MsgCode() uint16 { return CodeAnswerFinalTID }
@@ -1364,7 +1364,7 @@ func (m *ValidateTransaction) decodeArgs(d *decoder) {
 
 // AskBeginTransaction (0x0012) is a request answered by AnswerBeginTransaction.
 type AskBeginTransaction struct {
-	Tid zodb.Tid // wanted tid, or nil
+	Tid zodb.Tid // zodb.InvalidTid when nil; wanted tid, or nil
 }
 
 func (*AskBeginTransaction) MsgCode() uint16 { return CodeAskBeginTransaction }
@@ -1814,8 +1814,8 @@ type AskStoreObject struct {
 	Compression uint8
 	Checksum    Checksum
 	Data        []byte
-	DataSerial  zodb.Tid // undo back-pointer
-	TTid        zodb.Tid
+	DataSerial  zodb.Tid // zodb.InvalidTid when nil; undo back-pointer
+	TTid        zodb.Tid // zodb.InvalidTid when nil
 }
 
 func (*AskStoreObject) MsgCode() uint16 { return CodeAskStoreObject }
@@ -1847,7 +1847,7 @@ func (m *AskStoreObject) decodeArgs(d *decoder) {
 
 // AnswerStoreObject (0x801c) answers AskStoreObject.
 type AnswerStoreObject struct {
-	Conflict zodb.Tid // nil: locked; 0: stored without lock; else conflict with this serial
+	Conflict zodb.Tid // zodb.InvalidTid when nil; nil: locked; 0: stored without lock; else conflict with this serial
 }
 
 func (*AnswerStoreObject) MsgCode() uint16 { return CodeAnswerStoreObject }
@@ -2016,8 +2016,8 @@ func (m *AnswerVoteTransaction) decodeArgs(d *decoder) {
 // It asks a storage for one revision of an object.
 type AskObject struct {
 	Oid    zodb.Oid
-	At     zodb.Tid // exact serial
-	Before zodb.Tid // latest revision before this tid
+	At     zodb.Tid // zodb.InvalidTid when nil; exact serial
+	Before zodb.Tid // zodb.InvalidTid when nil; latest revision before this tid
 }
 
 func (*AskObject) MsgCode() uint16 { return CodeAskObject }
@@ -2043,11 +2043,11 @@ func (m *AskObject) decodeArgs(d *decoder) {
 type AnswerObject struct {
 	Oid         zodb.Oid
 	Serial      zodb.Tid
-	NextSerial  zodb.Tid
+	NextSerial  zodb.Tid   // zodb.InvalidTid when nil
 	Compression Opt[uint8] // nil for a record without data
 	Checksum    Checksum
 	Data        []byte
-	DataSerial  zodb.Tid
+	DataSerial  zodb.Tid // zodb.InvalidTid when nil
 }
 
 func (*AnswerObject) MsgCode() uint16 { return CodeAnswerObject }
@@ -2279,7 +2279,7 @@ func (m *AnswerObjectHistory) decodeArgs(d *decoder) {
 type AskPartitionList struct {
 	MinOffset uint32
 	MaxOffset uint32
-	NID       NodeID
+	NID       NodeID // NoNode when nil
 }
 
 func (*AskPartitionList) MsgCode() uint16 { return CodeAskPartitionList }
@@ -2895,7 +2895,7 @@ func (m *AskOIDsFrom) decodeArgs(d *decoder) {
 
 // AnswerOIDsFrom (0x8031) answers AskOIDsFrom.
 type AnswerOIDsFrom struct {
-	NextOid zodb.Oid
+	NextOid zodb.Oid // zodb.InvalidOid when nil
 	Oids    []zodb.Oid
 }
 
@@ -3092,7 +3092,7 @@ func (m *NotifyPackCompleted) decodeArgs(d *decoder) {
 type CheckReplicas struct {
 	Partitions []CheckReplicasPartition
 	MinTid     zodb.Tid
-	MaxTid     zodb.Tid
+	MaxTid     zodb.Tid // zodb.InvalidTid when nil
 }
 
 func (*CheckReplicas) MsgCode() uint16 { return CodeCheckReplicas }
@@ -3393,7 +3393,7 @@ func (m *AskCheckCurrentSerial) decodeArgs(d *decoder) {
 
 // AnswerCheckCurrentSerial (0x803d) answers AskCheckCurrentSerial.
 type AnswerCheckCurrentSerial struct {
-	Conflict zodb.Tid // as AnswerStoreObject.Conflict
+	Conflict zodb.Tid // zodb.InvalidTid when nil; as AnswerStoreObject.Conflict
 }
 
 func (*AnswerCheckCurrentSerial) MsgCode() uint16 { return CodeAnswerCheckCurrentSerial }
@@ -3546,9 +3546,9 @@ func (m *AskFetchTransactions) decodeArgs(d *decoder) {
 
 // AnswerFetchTransactions (0x8041) answers AskFetchTransactions.
 type AnswerFetchTransactions struct {
-	NextTid       zodb.Tid
+	NextTid       zodb.Tid // zodb.InvalidTid when nil
 	Delete        []zodb.Tid
-	CompletedPack zodb.Tid
+	CompletedPack zodb.Tid // zodb.InvalidTid when nil
 }
 
 func (*AnswerFetchTransactions) MsgCode() uint16 { return CodeAnswerFetchTransactions }
@@ -3633,8 +3633,8 @@ func (m *AskFetchObjects) decodeArgs(d *decoder) {
 
 // AnswerFetchObjects (0x8042) answers AskFetchObjects.
 type AnswerFetchObjects struct {
-	NextTid zodb.Tid
-	NextOid zodb.Oid
+	NextTid zodb.Tid // zodb.InvalidTid when nil
+	NextOid zodb.Oid // zodb.InvalidOid when nil
 	Delete  []SerialOids
 }
 
@@ -3742,7 +3742,7 @@ type AddObject struct {
 	Compression uint8
 	Checksum    Checksum
 	Data        []byte
-	DataSerial  zodb.Tid
+	DataSerial  zodb.Tid // zodb.InvalidTid when nil
 }
 
 func (*AddObject) MsgCode() uint16 { return CodeAddObject }
