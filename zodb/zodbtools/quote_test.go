@@ -16,7 +16,7 @@ func TestQuote(t *testing.T) {
 		{"'", `"'"`},
 		{"Jürgen 日本 😀", `"Jürgen 日本 😀"`},
 		{"\xc3(", `"\xc3("`},
-		{"\u00a0", `"\xc2\xa0"`},   // no-break space: category Zs
+		{"\u00a0", `"\xc2\xa0"`},     // no-break space: category Zs
 		{"\u200b", `"\xe2\x80\x8b"`}, // zero width space: Cf
 		{"\u2028", `"\xe2\x80\xa8"`}, // line separator: Zl
 		{"e\u0301", `"e\xcc\x81"`},   // combining mark: Mn

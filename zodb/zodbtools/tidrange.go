@@ -57,7 +57,7 @@ func ParseTidRange(s string, ref TimeRef) (tidMin, tidMax zodb.Tid, err error) {
 //     "2018-01-02 UTC" and a date or date-time without zone (local time);
 //   - RFC 822: "26 Aug 76 14:29 GMT", "26 Aug 76 14:29 +02:00" (the day name
 //     may lead: "Thu, 26 Aug 76 ...");
-//   - relative, in the local zone of ref: "now", "today", "yesterday",
+//   - relative, in the local zone of ref: "now", "today", "yesterday", "tomorrow",
 //     "<n> <unit> ago" with unit second, minute, hour, day, week, month or
 //     year (singular or plural; dots or underscores may stand for spaces,
 //     as in "3.days.ago"), a time of day ("3:00", "15:00", "6am", "6pm",
@@ -67,8 +67,9 @@ func ParseTidRange(s string, ref TimeRef) (tidMin, tidMax zodb.Tid, err error) {
 // The time is converted to UTC, and then to a tid with microsecond
 // precision, as zodbtools does.
 func ParseTid(s string, ref TimeRef) (zodb.Tid, error) {
-	if len(s) == 16 {
-		if x, err := strconv.ParseUint(s, 16, 64); err == nil {
+	// A tid in hex, also in ZODB's repr form "0x" + 16 digits.
+	if h := strings.TrimPrefix(s, "0x"); len(h) == 16 && (len(s) == 16 || len(s) == 18) {
+		if x, err := strconv.ParseUint(h, 16, 64); err == nil {
 			return zodb.Tid(x), nil
 		}
 	}
@@ -218,6 +219,9 @@ func parseWords(s string, now time.Time) (time.Time, error) {
 		case tok == "yesterday":
 			haveDay = true
 			dayShift = -1
+		case tok == "tomorrow":
+			haveDay = true
+			dayShift = +1
 		case tok == "noon":
 			if err := setTime(12, 0, 0); err != nil {
 				return time.Time{}, err

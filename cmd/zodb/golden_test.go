@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/neozodb/neo/internal/testdir"
+)
+
+// zrun runs the zodb command in-process.
+func zrun(t *testing.T, stdin []byte, args ...string) (stdout, stderr []byte, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(context.Background(), args, bytes.NewReader(stdin), &out, &errb)
+	return out.Bytes(), errb.Bytes(), code
+}
+
+// dataFiles returns the *.fs files of the reference data (names relative
+// to its directory, which becomes the working directory of the test, as it
+// was for the Python tools).
+func dataFiles(t *testing.T) []string {
+	dir := testdir.Dir("ZODB_TESTDATA", "zodb")
+	t.Chdir(dir)
+	files, err := filepath.Glob("*.fs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatalf("no *.fs in %s", dir)
+	}
+	return files
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// diffAt describes the first difference of two outputs.
+func diffAt(got, want []byte) string {
+	i := 0
+	for i < len(got) && i < len(want) && got[i] == want[i] {
+		i++
+	}
+	line := bytes.Count(want[:i], []byte("\n")) + 1
+	ctx := func(b []byte) string {
+		lo := max(0, i-80)
+		hi := min(len(b), i+80)
+		return string(b[lo:hi])
+	}
+	return "first difference at byte " + itoa(i) + " (line " + itoa(line) + ")\n--- got:\n" + ctx(got) + "\n--- want:\n" + ctx(want)
+}
+
+func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + jsonInt(i)) }
+
+func jsonInt(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+func TestGoldenInfo(t *testing.T) {
+	for _, fs := range dataFiles(t) {
+		want := readFile(t, fs+".zinfo")
+		out, errb, code := zrun(t, nil, "info", fs)
+		if code != 0 {
+			t.Errorf("%s: info: exit %d: %s", fs, code, errb)
+			continue
+		}
+		if !bytes.Equal(out, want) {
+			t.Errorf("%s: info:\n%s", fs, diffAt(out, want))
+		}
+		if string(errb) != "W: last_tid is deprecated alias for head\n" {
+			t.Errorf("%s: info: stderr %q", fs, errb)
+		}
+		out, errb, code = zrun(t, nil, "info", fs, "head", "size")
+		lines := strings.Split(string(want), "\n")
+		exp := strings.TrimPrefix(lines[2], "head=") + "\n" + strings.TrimPrefix(lines[1], "size=") + "\n"
+		if code != 0 || string(out) != exp || len(errb) != 0 {
+			t.Errorf("%s: info head size: %d %q %q, want %q", fs, code, out, errb, exp)
+		}
+	}
+}
+
+func TestGoldenDump(t *testing.T) {
+	for _, fs := range dataFiles(t) {
+		for _, v := range []struct{ suffix, flag string }{{".zdump", ""}, {".zdump-hashonly", "--hashonly"}} {
+			want := readFile(t, fs+v.suffix)
+			args := []string{"dump"}
+			if v.flag != "" {
+				args = append(args, v.flag)
+			}
+			out, errb, code := zrun(t, nil, append(args, fs)...)
+			if code != 0 {
+				t.Errorf("%s: %v: exit %d: %s", fs, args, code, errb)
+				continue
+			}
+			if !bytes.Equal(out, want) {
+				t.Errorf("%s: %v:\n%s", fs, args, diffAt(out, want))
+			}
+		}
+	}
+}
+
+// TestGoldenDumpUpstream checks the dumps of zodbtools' own test databases,
+// written by ZODB on Python 2 (magic FS21) and 3.
+func TestGoldenDumpUpstream(t *testing.T) {
+	dir, ok := testdir.Shared("zodb/upstream-zodbtools")
+	if !ok {
+		t.Skip("zodbtools' upstream test data (../shared/testdata/zodb/upstream-zodbtools) is absent")
+	}
+	var dbs []string
+	for _, pat := range []string{"1/*/data.fs", "1_nozext/*/data.fs"} {
+		m, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbs = append(dbs, m...)
+	}
+	if len(dbs) == 0 {
+		t.Fatalf("no data.fs under %s", dir)
+	}
+	for _, db := range dbs {
+		// The files are opened read-only, in place.
+		want := readFile(t, filepath.Join(filepath.Dir(db), "zdump.raw.ok"))
+		out, errb, code := zrun(t, nil, "dump", db)
+		name, _ := filepath.Rel(dir, db)
+		if code != 0 {
+			t.Errorf("%s: dump: exit %d: %s", name, code, errb)
+			continue
+		}
+		if !bytes.Equal(out, want) {
+			t.Errorf("%s: dump:\n%s", name, diffAt(out, want))
+		}
+	}
+}
+
+type manifest struct {
+	Files map[string]struct {
+		RestoreCheck *struct {
+			ByteIdentical bool `json:"byte_identical"`
+		} `json:"restore_check"`
+	} `json:"files"`
+}
+
+// TestGoldenRestore restores every X.fs.zdump into a new FileStorage and
+// checks that its dump is the original one, and that the file is
+// byte-identical to X.fs where the manifest says ZODB's restore gives that.
+func TestGoldenRestore(t *testing.T) {
+	files := dataFiles(t)
+	var m manifest
+	if err := json.Unmarshal(readFile(t, "manifest.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	nidentical := 0
+	for _, fs := range files {
+		zdump := readFile(t, fs+".zdump")
+		dst := filepath.Join(tmp, fs)
+		out, errb, code := zrun(t, zdump, "restore", dst)
+		if code != 0 {
+			t.Errorf("%s: restore: exit %d: %s", fs, code, errb)
+			continue
+		}
+		if n, want := bytes.Count(out, []byte("\n")), bytes.Count(zdump, []byte("\ntxn "))+bytes.Count(zdump[:min(4, len(zdump))], []byte("txn ")); n != want {
+			t.Errorf("%s: restore printed %d tids, want %d", fs, n, want)
+		}
+		got, errb, code := zrun(t, nil, "dump", dst)
+		if code != 0 {
+			t.Errorf("%s: dump of restored: exit %d: %s", fs, code, errb)
+			continue
+		}
+		if !bytes.Equal(got, zdump) {
+			t.Errorf("%s: dump of restored:\n%s", fs, diffAt(got, zdump))
+		}
+		rc := m.Files[fs].RestoreCheck
+		if rc != nil && rc.ByteIdentical {
+			nidentical++
+			if a, b := readFile(t, dst), readFile(t, fs); !bytes.Equal(a, b) {
+				t.Errorf("%s: restored file differs from the original:\n%s", fs, diffAt(a, b))
+			}
+		}
+	}
+	if nidentical == 0 {
+		t.Errorf("manifest.json names no file to be restored byte-identical")
+	}
+}

@@ -1,0 +1,11 @@
+// Package wks registers the well-known storage drivers: importing it (for
+// its side effect) makes zodb.Open understand "file://" (and plain paths)
+// and "mem://" URLs.
+//
+//	import _ "github.com/neozodb/neo/zodb/wks"
+package wks
+
+import (
+	_ "github.com/neozodb/neo/zodb/storage/fs1" // file://, plain paths
+	_ "github.com/neozodb/neo/zodb/storage/mem" // mem://
+)

@@ -1,0 +1,58 @@
+package zodbtools
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/neozodb/neo/zodb"
+)
+
+// Optional driver interfaces that zodb info uses.
+
+// Namer is implemented by drivers that have a name to show (ZODB's
+// getName(); for FileStorage the path it was opened with).
+type Namer interface {
+	Name() string
+}
+
+// Sizer is implemented by drivers that know their size in bytes (ZODB's
+// getSize(); for FileStorage the end of the last committed transaction).
+type Sizer interface {
+	Size(ctx context.Context) (int64, error)
+}
+
+// pather is what FileStorage drivers have.
+type pather interface {
+	Path() string
+}
+
+// StorageName returns ZODB's getName() of a driver: its Name, else its
+// file path, else its URL.
+func StorageName(drv zodb.IStorageDriver) string {
+	switch d := drv.(type) {
+	case Namer:
+		return d.Name()
+	case pather:
+		return d.Path()
+	}
+	return drv.URL()
+}
+
+// StorageSize returns ZODB's getSize() of a driver: its Size, else the size
+// of its file when it has one.
+func StorageSize(ctx context.Context, drv zodb.IStorageDriver) (int64, error) {
+	switch d := drv.(type) {
+	case Sizer:
+		return d.Size(ctx)
+	case interface{ Size() int64 }:
+		return d.Size(), nil
+	case pather:
+		st, err := os.Stat(d.Path())
+		if err != nil {
+			return 0, err
+		}
+		return st.Size(), nil
+	}
+	return 0, fmt.Errorf("%s: size: %w", drv.URL(), zodb.ErrUnsupported)
+}
