@@ -55,8 +55,7 @@ type FileStorage struct {
 	closed  bool
 
 	oidMu  sync.Mutex
-	maxOid zodb.Oid
-	anyOid bool // maxOid is meaningful
+	maxOid zodb.Oid // largest oid used or allocated
 
 	// commitSem is the commit lock: held from Begin to Finish/Abort, and
 	// by Pack.
@@ -169,7 +168,7 @@ func Open(ctx context.Context, path string, opt *zodb.DriverOptions) (_ *FileSto
 	x.TopPos = res.End
 	s.index = x
 	s.lastTid = res.LastTid
-	s.maxOid, s.anyOid = x.MaxOid()
+	s.maxOid, _ = x.MaxOid()
 	if !s.readOnly && (!fromDisk || res.End != size) {
 		if err := x.SaveFile(path + ".index"); err != nil {
 			return nil, err
@@ -267,11 +266,7 @@ func (s *FileStorage) NewOids(ctx context.Context, n int) ([]zodb.Oid, error) {
 	defer s.oidMu.Unlock()
 	v := make([]zodb.Oid, 0, max(n, 0))
 	for i := 0; i < n; i++ {
-		if s.anyOid {
-			s.maxOid++
-		} else {
-			s.anyOid = true
-		}
+		s.maxOid++ // oid 0 is the root: the first new oid is 1
 		v = append(v, s.maxOid)
 	}
 	return v, nil
@@ -280,8 +275,8 @@ func (s *FileStorage) NewOids(ctx context.Context, n int) ([]zodb.Oid, error) {
 // noteOid raises the oid counter to oid.
 func (s *FileStorage) noteOid(oid zodb.Oid) {
 	s.oidMu.Lock()
-	if !s.anyOid || oid > s.maxOid {
-		s.maxOid, s.anyOid = oid, true
+	if oid > s.maxOid {
+		s.maxOid = oid
 	}
 	s.oidMu.Unlock()
 }
