@@ -64,6 +64,8 @@ type FileStorage struct {
 	opMu sync.Mutex
 	cur  *txn // transaction holding the commit lock, if any
 
+	noSync bool // tests only: no fsync on commit
+
 	down      chan struct{} // closed by Close
 	closeOnce sync.Once
 	closeErr  error
@@ -442,4 +444,12 @@ func trimSpace(s string) string {
 		s = " " + s
 	}
 	return s
+}
+
+// sync makes the written data durable.
+func (s *FileStorage) sync() error {
+	if s.noSync {
+		return nil
+	}
+	return s.file.Sync()
 }

@@ -387,7 +387,7 @@ func (t *txn) Vote(ctx context.Context) ([]zodb.Oid, error) {
 	}
 	_, err = s.file.WriteAt(rec, t.tpos)
 	if err == nil {
-		err = s.file.Sync()
+		err = s.sync()
 	}
 	if err != nil {
 		s.file.Truncate(t.tpos)
@@ -406,7 +406,7 @@ func (t *txn) Finish(ctx context.Context) (zodb.Tid, error) {
 	s := t.s
 	_, err = s.file.WriteAt([]byte{byte(t.status)}, t.tpos+16)
 	if err == nil {
-		err = s.file.Sync()
+		err = s.sync()
 	}
 	if err != nil {
 		// The transaction is not committed: cut it off so that the file
@@ -451,7 +451,7 @@ func (t *txn) Abort(ctx context.Context) error {
 	var err error
 	if t.state == txnVoted {
 		if err = s.file.Truncate(t.tpos); err == nil {
-			err = s.file.Sync()
+			err = s.sync()
 		}
 	}
 	t.state = txnDone
