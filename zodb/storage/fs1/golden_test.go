@@ -604,7 +604,7 @@ func TestUndoVoted(t *testing.T) {
 // compares iteration with the transactions, objects and data hashes of
 // their zdump.raw.ok.
 func TestUpstreamZodbtools(t *testing.T) {
-	dir, ok := testdir.Shared("zodb/upstream-zodbtools")
+	dir, ok := sharedUpstream()
 	if !ok {
 		t.Skipf("shared test data %s not present: upstream zodbtools files not checked", dir)
 	}
@@ -696,3 +696,5 @@ func parseZdump(path string) ([]string, error) {
 	}
 	return v, nil
 }
+
+func sharedUpstream() (string, bool) { return testdir.Shared("zodb/upstream-zodbtools") }
