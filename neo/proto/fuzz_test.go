@@ -5,12 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/tinylib/msgp/msgp"
 )
 
-// addVectorSeeds seeds f with every golden packet.
+// addVectorSeeds seeds f with every golden packet and the malformed ones.
 func addVectorSeeds(f *testing.F) {
 	for _, v := range loadVectors(f) {
 		raw, err := hex.DecodeString(v.Hex)
@@ -18,6 +19,13 @@ func addVectorSeeds(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(raw)
+	}
+	for _, m := range malformed {
+		b, err := hex.DecodeString(strings.ReplaceAll(m.hex, " ", ""))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
 	// two packets in a row
 	f.Add([]byte{0x93, 0x00, 0x02, 0x90, 0x93, 0x00, 0xcd, 0x80, 0x02, 0x90})

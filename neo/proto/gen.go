@@ -21,6 +21,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"go/format"
 	"log"
@@ -820,6 +821,8 @@ func (g *gen) packet(pk *packet) {
 }
 
 func main() {
+	output := flag.String("o", "zproto.go", "output file")
+	flag.Parse()
 	g := &gen{records: map[string]*record{}}
 	for i := range records {
 		g.records[records[i].name] = &records[i]
@@ -954,10 +957,10 @@ func main() {
 
 	out, err := format.Source(g.buf.Bytes())
 	if err != nil {
-		os.WriteFile("zproto.go", g.buf.Bytes(), 0o644)
+		os.WriteFile(*output, g.buf.Bytes(), 0o644)
 		log.Fatalf("gofmt: %v", err)
 	}
-	if err := os.WriteFile("zproto.go", out, 0o644); err != nil {
+	if err := os.WriteFile(*output, out, 0o644); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -151,39 +154,42 @@ func TestDict(t *testing.T) {
 	}
 }
 
+// malformed are packets NEO/py would not send, with the error they give.
+var malformed = []struct {
+	name, hex, err string
+}{
+	{"not an array", "01", "want array [msg_id, code, args], got int"},
+	{"2 elements", "92 00 02", "want array of 3 elements, got 2"},
+	{"negative msg id", "93 ff 02 90", "msg_id: want non-negative int"},
+	{"msg id too big", "93 cf 00 00 00 01 00 00 00 00 02 90", "msg_id 4294967296 out of range"},
+	{"code too big", "93 00 ce 00 01 00 00 90", "code 65536 out of range"},
+	{"args not array", "93 00 02 c0", "args: want array, got nil"},
+	{"unknown code", "93 00 4a 90", "unknown packet code 0x004a"},
+	{"unknown answer", "93 00 cd 80 03 90", "unknown packet code 0x8003"},
+	{"extra argument", "93 00 02 91 00", "Ping: arguments: want array of 0, got 1 elements"},
+	{"missing argument", "93 00 20 92 c4 08 0000000000000001 c0", "AskObject: arguments: want array of 3, got 2"},
+	{"int for oid", "93 00 20 93 01 c0 c0", "AskObject: Oid: want 8-byte bin, got int"},
+	{"short tid", "93 00 20 93 c4 07 00000000000001 c0 c0", "AskObject: Oid: want 8-byte bin, got 7 bytes"},
+	{"str for bin", "93 07 cd 80 00 92 06 a1 78", "Error: Message: want bin, got str"},
+	{"bad enum value", "93 05 2d 91 d4 01 07", "NotifyClusterInformation: State: invalid ClusterState value 0x07"},
+	{"wrong enum", "93 05 2d 91 d4 00 01", "NotifyClusterInformation: State: want ClusterState, got ext type 0"},
+	{"int for enum", "93 05 2d 91 02", "NotifyClusterInformation: State: want ClusterState, got int"},
+	{"negative count", "93 00 19 91 ff", "AskNewOIDs: NumOids: negative value -1"},
+	{"count too big", "93 00 19 91 cf 0000000100000000", "NumOids: value 4294967296 out of range"},
+	{"port too big", "93 00 49 91 92 c4 01 31 ce 00 01 00 00", "Address.Port: value 65536 out of range"},
+	{"list longer than its bytes", "93 00 cd 80 21 91 95 01 02 03 04 05", "AnswerTIDs: Tids: array of 5 elements does not fit in 5 bytes"},
+	{"checksum length", "93 00 cd 80 38 93 00 c4 01 00 c4 08 0000000000000000", "Checksum: want 20-byte bin, got 1 bytes"},
+	{"nested too deeply", "93 00 01 96 d4 04 02 c0 c0 c4 01 63 c0 81 c4 01 78" + strings.Repeat("91", 40) + "c0",
+		"values nested too deeply"},
+	{"invalid byte", "93 00 02 91 c1", "invalid msgpack byte 0xc1"},
+	{"huge array", "93 00 cd 80 21 91 dd ffffffff", "exceeds the limit"},
+	{"huge bin", "93 00 cd 80 00 92 00 c6 7fffffff", "exceeds the limit"},
+	{"huge map", "93 00 01 96 df ffffffff", "exceeds the limit"},
+}
+
 // Malformed input gives an error that says what is wrong.
 func TestMalformed(t *testing.T) {
-	deep := "93 00 01 96 d4 04 02 c0 c0 c4 01 63 c0 81 c4 01 78" + strings.Repeat("91", 40) + "c0"
-	for _, tt := range []struct {
-		name, hex, err string
-	}{
-		{"not an array", "01", "want array [msg_id, code, args], got int"},
-		{"2 elements", "92 00 02", "want array of 3 elements, got 2"},
-		{"negative msg id", "93 ff 02 90", "msg_id: want non-negative int"},
-		{"msg id too big", "93 cf 00 00 00 01 00 00 00 00 02 90", "msg_id 4294967296 out of range"},
-		{"code too big", "93 00 ce 00 01 00 00 90", "code 65536 out of range"},
-		{"args not array", "93 00 02 c0", "args: want array, got nil"},
-		{"unknown code", "93 00 4a 90", "unknown packet code 0x004a"},
-		{"unknown answer", "93 00 cd 80 03 90", "unknown packet code 0x8003"},
-		{"extra argument", "93 00 02 91 00", "Ping: arguments: want array of 0, got 1 elements"},
-		{"missing argument", "93 00 20 92 c4 08 0000000000000001 c0", "AskObject: arguments: want array of 3, got 2"},
-		{"int for oid", "93 00 20 93 01 c0 c0", "AskObject: Oid: want 8-byte bin, got int"},
-		{"short tid", "93 00 20 93 c4 07 00000000000001 c0 c0", "AskObject: Oid: want 8-byte bin, got 7 bytes"},
-		{"str for bin", "93 07 cd 80 00 92 06 a1 78", "Error: Message: want bin, got str"},
-		{"bad enum value", "93 05 2d 91 d4 01 07", "NotifyClusterInformation: State: invalid ClusterState value 0x07"},
-		{"wrong enum", "93 05 2d 91 d4 00 01", "NotifyClusterInformation: State: want ClusterState, got ext type 0"},
-		{"int for enum", "93 05 2d 91 02", "NotifyClusterInformation: State: want ClusterState, got int"},
-		{"negative count", "93 00 19 91 ff", "AskNewOIDs: NumOids: negative value -1"},
-		{"count too big", "93 00 19 91 cf 0000000100000000", "NumOids: value 4294967296 out of range"},
-		{"port too big", "93 00 49 91 92 c4 01 31 ce 00 01 00 00", "Address.Port: value 65536 out of range"},
-		{"list longer than its bytes", "93 00 cd 80 21 91 95 01 02 03 04 05", "AnswerTIDs: Tids: array of 5 elements does not fit in 5 bytes"},
-		{"checksum length", "93 00 cd 80 38 93 00 c4 01 00 c4 08 0000000000000000", "Checksum: want 20-byte bin, got 1 bytes"},
-		{"nested too deeply", deep, "values nested too deeply"},
-		{"invalid byte", "93 00 02 91 c1", "invalid msgpack byte 0xc1"},
-		{"huge array", "93 00 cd 80 21 91 dd ffffffff", "exceeds the limit"},
-		{"huge bin", "93 00 cd 80 00 92 00 c6 7fffffff", "exceeds the limit"},
-		{"huge map", "93 00 01 96 df ffffffff", "exceeds the limit"},
-	} {
+	for _, tt := range malformed {
 		b := unhex(t, tt.hex)
 		_, m, _, err := DecodePacket(b)
 		if err == nil || m != nil {
@@ -252,5 +258,28 @@ func TestErrorPacket(t *testing.T) {
 	_, m, _, err := DecodePacket(b)
 	if err != nil || m.(*Error).Code != 99 {
 		t.Errorf("%v %v", m, err)
+	}
+}
+
+// zproto.go is what gen.go makes of its table.
+func TestGenerated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the generator")
+	}
+	out := filepath.Join(t.TempDir(), "zproto.go")
+	cmd := exec.Command("go", "run", "gen.go", "-o", out)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go run gen.go: %v\n%s", err, msg)
+	}
+	want, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("zproto.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("zproto.go is out of date: run go generate")
 	}
 }
