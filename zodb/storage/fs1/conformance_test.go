@@ -15,3 +15,7 @@ func newURL(t testing.TB) string {
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, newURL, storagetest.Persistent())
 }
+
+func BenchmarkConformance(b *testing.B) {
+	storagetest.Bench(b, newURL)
+}

@@ -698,3 +698,57 @@ func parseZdump(path string) ([]string, error) {
 }
 
 func sharedUpstream() (string, bool) { return testdir.Shared("zodb/upstream-zodbtools") }
+
+// TestIterateRange checks that Iterate returns exactly the transactions
+// within [tidMin, tidMax], starting from either end of the file.
+func TestIterateRange(t *testing.T) {
+	ctx := context.Background()
+	for _, path := range goldenFiles(t) {
+		s := openRO(t, path)
+		var all []zodb.Tid
+		it := s.Iterate(ctx, 0, zodb.TidMax)
+		for {
+			info, _, err := it.NextTxn(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, info.Tid)
+		}
+		if len(all) == 0 {
+			continue
+		}
+		step := max(1, len(all)/15)
+		bounds := []zodb.Tid{0, zodb.TidMax}
+		for i := 0; i < len(all); i += step {
+			bounds = append(bounds, all[i], all[i]-1, all[i]+1)
+		}
+		bounds = append(bounds, all[len(all)-1], all[len(all)-1]+1)
+		for _, lo := range bounds {
+			for _, hi := range bounds {
+				var want, got []zodb.Tid
+				for _, tid := range all {
+					if lo <= tid && tid <= hi {
+						want = append(want, tid)
+					}
+				}
+				it := s.Iterate(ctx, lo, hi)
+				for {
+					info, _, err := it.NextTxn(ctx)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, info.Tid)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: iterate %v..%v: %v, want %v", filepath.Base(path), lo, hi, got, want)
+				}
+			}
+		}
+	}
+}

@@ -67,6 +67,13 @@ func (it *txnIter) NextTxn(ctx context.Context) (*zodb.TxnInfo, zodb.IDataIterat
 			it.done = true
 			return nil, nil, io.EOF
 		}
+		if it.tidMin > 0 {
+			pos, err := s.skipToTid(it.tidMin)
+			if err != nil {
+				return nil, nil, it.fail(err)
+			}
+			it.pos = pos
+		}
 	}
 	if it.gen != s.gen {
 		return nil, nil, it.fail(errors.New("storage was packed during iteration"))
@@ -138,4 +145,34 @@ func (d *dataIter) NextData(ctx context.Context) (*zodb.DataInfo, error) {
 	}
 	d.pos += dh.RecLen()
 	return &zodb.DataInfo{Oid: dh.Oid, Tid: dh.Tid, Data: data, DataTid: dataTid}, nil
+}
+
+// skipToTid returns the position of the first transaction with tid ≥ tid,
+// or one before it: it walks backwards from the end when tid is closer to
+// the last tid than to the first (like ZODB's iterator), else it starts at
+// the beginning. Call with s.mu held.
+func (s *FileStorage) skipToTid(tid zodb.Tid) (int64, error) {
+	end := s.index.TopPos
+	if end <= FileHeaderSize {
+		return FileHeaderSize, nil
+	}
+	first, err := ReadTxnHeader(s.file, FileHeaderSize, end, 0)
+	if err != nil {
+		return 0, err
+	}
+	if tid <= first.Tid || tid-first.Tid < s.lastTid-tid {
+		return FileHeaderSize, nil
+	}
+	pos := end
+	for pos > FileHeaderSize {
+		h, err := ReadTxnHeaderBefore(s.file, pos, end, 0)
+		if err != nil {
+			return 0, err
+		}
+		if h.Tid < tid {
+			break
+		}
+		pos = h.Pos
+	}
+	return pos, nil
 }
