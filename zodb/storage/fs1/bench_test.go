@@ -2,8 +2,8 @@ package fs1
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
