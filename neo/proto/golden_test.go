@@ -658,8 +658,9 @@ func TestPacketTypes(t *testing.T) {
 		t.Errorf("kinds: %v", kinds)
 	}
 	for _, code := range []uint16{0, 0x4a, 0x7fff, 0x8003, 0xffff} {
-		if _, err := NewMsg(code); err == nil {
-			t.Errorf("NewMsg(0x%04x): no error", code)
+		var uerr *UnknownCodeError
+		if _, err := NewMsg(code); !errors.As(err, &uerr) || uerr.Code != code {
+			t.Errorf("NewMsg(0x%04x): %v", code, err)
 		}
 	}
 }

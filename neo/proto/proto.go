@@ -348,12 +348,22 @@ func decodeArgs(m Msg, b []byte, alias bool) error {
 	return nil
 }
 
-// NewMsg returns a new empty message of type code.
+// NewMsg returns a new empty message of type code, or an
+// *UnknownCodeError.
 func NewMsg(code uint16) (Msg, error) {
 	if m := newMsg(code); m != nil {
 		return m, nil
 	}
-	return nil, fmt.Errorf("proto: unknown packet code 0x%04x", code)
+	return nil, &UnknownCodeError{Code: code}
+}
+
+// UnknownCodeError tells that a packet code is not one of protocol 5.
+type UnknownCodeError struct {
+	Code uint16
+}
+
+func (e *UnknownCodeError) Error() string {
+	return fmt.Sprintf("proto: unknown packet code 0x%04x", e.Code)
 }
 
 // Kind tells what role a packet type has.
