@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/neozodb/neo/zodb"
 )
@@ -32,6 +33,7 @@ type conn struct {
 	down    chan struct{} // closed when the connection is down
 
 	readerDone chan struct{}
+	nread      atomic.Int64 // messages read (tests wait on it)
 }
 
 // call is a synchronous call waiting for its reply.
@@ -254,6 +256,7 @@ func (c *conn) readLoop() {
 			c.shutdown(err)
 			return
 		}
+		c.nread.Add(1)
 		if err := c.handleFrame(payload); err != nil {
 			perr := &ProtocolError{Addr: c.s.addr, Err: fmt.Errorf("frame at offset %d: %w", off, err)}
 			c.s.log.Warn("zeo: closing connection", "addr", c.s.addr, "err", perr)

@@ -124,7 +124,32 @@ func replay(t *testing.T, tr *transcript) {
 	for _, p := range r.peerList {
 		p.waitEvents(t, len(p.wantEvents))
 	}
+	// A client the recording shows connected at its end finishes
+	// connecting before it closes.
 	for _, p := range r.peerList {
+		if p.drv != nil && !p.lastConnCut {
+			ctx, cancel := context.WithTimeout(context.Background(), replayTimeout)
+			c, err := p.drv.conn(ctx)
+			cancel()
+			if err != nil {
+				t.Errorf("peer %s: not connected at the end: %v", p.name, err)
+			} else {
+				// and has read all the server sent.
+				want := int64(len(r.connFrames(p.lastConn, "s2c")) - 1)
+				srv.mu.Lock()
+				if sc := srv.conns[p.lastConn]; sc != nil {
+					want += sc.idShift // replies to our extra calls
+				}
+				srv.mu.Unlock()
+				deadline := time.Now().Add(replayTimeout)
+				for c.nread.Load() < want && time.Now().Before(deadline) {
+					runtime.Gosched()
+				}
+				if n := c.nread.Load(); n != want {
+					t.Errorf("peer %s: read %d messages on its last connection, want %d", p.name, n, want)
+				}
+			}
+		}
 		p.closeAll()
 	}
 	// After the recording the client must send nothing more.
@@ -142,6 +167,10 @@ func replay(t *testing.T, tr *transcript) {
 type srvConn struct {
 	nc net.Conn
 	fr *frameReader
+	// idShift is how far our client's call ids run ahead of the
+	// recording on this connection, after calls the recorded client did
+	// not make (see answerExtra).
+	idShift int64
 }
 
 type fakeServer struct {
@@ -231,17 +260,41 @@ func (s *fakeServer) walk() {
 			return
 		}
 		if f.Dir == "s2c" {
-			if _, err := c.nc.Write(appendFrame(nil, f.payload)); err != nil {
+			payload, err := s.shiftID(c, f, f.payload, +1)
+			if err != nil {
+				s.fail(fmt.Errorf("frame %d: %w", f.I, err))
+				return
+			}
+			if _, err := c.nc.Write(appendFrame(nil, payload)); err != nil {
 				s.fail(fmt.Errorf("frame %d: write: %w", f.I, err))
 				return
 			}
 			continue
 		}
-		c.nc.SetReadDeadline(time.Now().Add(replayTimeout))
-		got, err := c.fr.readFrame()
-		if err != nil {
-			s.fail(fmt.Errorf("frame %d (conn %d %s %s): read: %w", f.I, f.Conn, f.Kind, f.Text, err))
-			return
+		var got []byte
+		for {
+			c.nc.SetReadDeadline(time.Now().Add(replayTimeout))
+			got, err = c.fr.readFrame()
+			if err != nil {
+				s.fail(fmt.Errorf("frame %d (conn %d %s %s): read: %w", f.I, f.Conn, f.Kind, f.Text, err))
+				return
+			}
+			if f.Kind == "handshake" || f.node == nil {
+				break
+			}
+			if got, err = s.shiftID(c, f, got, -1); err != nil {
+				s.fail(fmt.Errorf("frame %d: %w", f.I, err))
+				return
+			}
+			if s.check(f, got) == nil {
+				break
+			}
+			if answered, err := s.answerExtra(c, f, got); err != nil {
+				s.fail(err)
+				return
+			} else if !answered {
+				break
+			}
 		}
 		if err := s.check(f, got); err != nil {
 			s.fail(fmt.Errorf("frame %d (conn %d c2s #%d, step %d %q): %s: %w", f.I, f.Conn, f.N, f.Step, s.r.tr.Steps[f.Step].Label, f.Text, err))
@@ -256,6 +309,106 @@ func (s *fakeServer) walk() {
 	}
 	// Server-side ends after the last frame (e.g. a cut at the end).
 	s.closeEnded(math.MaxInt)
+}
+
+// shiftID moves the call id of a message frame by dir*idShift.
+func (s *fakeServer) shiftID(c *srvConn, f *tFrame, payload []byte, dir int64) ([]byte, error) {
+	if c.idShift == 0 || f.node == nil {
+		return payload, nil
+	}
+	cd := codecOf(f)
+	v, err := cd.decode(payload)
+	if err != nil {
+		return nil, err
+	}
+	m, err := msgFromValue(v)
+	if err != nil {
+		return nil, err
+	}
+	id, ok := m.id.(int64)
+	if !ok || id <= 0 {
+		return payload, nil
+	}
+	m.id = id + dir*c.idShift
+	return cd.encode(m.value())
+}
+
+// answerExtra answers a loadSerial call the recorded client did not make,
+// from the data the recording shows for that revision. ZEO's client does
+// not load the two revisions of a conflict it cannot resolve (it looks at
+// the object's class first); ours loads them and lets the resolver refuse.
+func (s *fakeServer) answerExtra(c *srvConn, f *tFrame, got []byte) (bool, error) {
+	cd := codecOf(f)
+	v, err := cd.decode(got)
+	if err != nil {
+		return false, nil
+	}
+	m, err := msgFromValue(v)
+	if err != nil || m.method != "loadSerial" {
+		return false, nil
+	}
+	a, _ := m.args.(tuple)
+	id, ok := m.id.(int64)
+	if !ok || len(a) != 2 {
+		return false, nil
+	}
+	oid, serial := mustOid(a[0]), mustTid(a[1])
+	data, ok := s.r.revisionData(oid, serial)
+	if !ok {
+		return false, nil
+	}
+	s.r.t.Logf("frame %d: our client loads %v@%v, which the recorded client did not; answered from the recording", f.I, oid, serial)
+	reply, err := cd.encode(tuple{id + c.idShift, int64(0), ".reply", data}) // got was shifted down
+	if err != nil {
+		return false, err
+	}
+	if _, err := c.nc.Write(appendFrame(nil, reply)); err != nil {
+		return false, err
+	}
+	c.idShift++
+	return true, nil
+}
+
+// revisionData finds the data of oid@serial in the recording: a loadSerial
+// or loadBefore reply, or what a committed transaction stored.
+func (r *replayer) revisionData(oid zodb.Oid, serial zodb.Tid) ([]byte, bool) {
+	stored := map[int64][]byte{} // txn → data stored for oid
+	for _, f := range r.tr.Frames {
+		if f.node == nil || f.Dir != "c2s" {
+			continue
+		}
+		m := r.msgOf(f)
+		a, _ := m.args.(tuple)
+		rf := r.replyOf(f)
+		var reply any
+		if rf != nil && rf.Kind == "reply" {
+			reply = r.msgOf(rf).args
+		}
+		switch m.method {
+		case "loadSerial":
+			if mustOid(a[0]) == oid && mustTid(a[1]) == serial && reply != nil {
+				return reply.([]byte), true
+			}
+		case "loadBefore":
+			if mustOid(a[0]) == oid && reply != nil {
+				rv := mustItems(reply)
+				if mustTid(rv[1]) == serial {
+					return rv[0].([]byte), true
+				}
+			}
+		case "storea":
+			if mustOid(a[0]) == oid {
+				stored[mustInt(a[3])] = a[2].([]byte)
+			}
+		case "tpc_finish":
+			if reply != nil && mustTid(reply) == serial {
+				if d, ok := stored[mustInt(a[0])]; ok {
+					return d, true
+				}
+			}
+		}
+	}
+	return nil, false
 }
 
 // expectEOF checks that every connection still open ends without more
@@ -419,13 +572,15 @@ type peer struct {
 	evMoved chan struct{}
 
 	// derived from the frames, used by the interpreter only
-	wantEvents []wantEvent
-	begun      map[int64]bool
-	voting     map[int64]bool
-	iterIDs    map[int64]bool  // transaction iterator ids
-	ridOf      map[int64]int64 // record iterator id → transaction iterator id
-	followNext bool            // iterator_start sends its first iterator_next
-	followRec  bool            // iterator_record_start sends its first record_next
+	wantEvents  []wantEvent
+	begun       map[int64]bool
+	voting      map[int64]bool
+	iterIDs     map[int64]bool  // transaction iterator ids
+	ridOf       map[int64]int64 // record iterator id → transaction iterator id
+	followNext  bool            // iterator_start sends its first iterator_next
+	followRec   bool            // iterator_record_start sends its first record_next
+	lastConn    int
+	lastConnCut bool // the peer's last connection was cut by the server
 }
 
 type wantEvent struct {
@@ -642,6 +797,8 @@ func (r *replayer) interpret(srv *fakeServer) {
 				r.deriveEvents(p, f.Conn)
 			}
 			r.peers[f.Conn] = p
+			p.lastConnCut = len(tc.End) > 0 && tc.End[0].Type == "cut"
+			p.lastConn = f.Conn
 		}
 		if f.Dir != "c2s" {
 			continue
@@ -1025,6 +1182,25 @@ func (r *replayer) classify(p *peer, f *tFrame) func() {
 			}
 			p.resolutions = resolutions
 			got, err := txn.Vote(c)
+			// A conflict handed back to the client that the recorded
+			// client did not resolve fails the vote on the client.
+			if final != nil && final.Kind == "reply" {
+				for _, x := range mustItems(r.msgOf(final).args) {
+					d, ok := x.(*dict)
+					if !ok {
+						continue
+					}
+					ov, _ := d.get("oid")
+					sv, _ := d.get("serials")
+					ss := mustItems(sv)
+					want := &zodb.ConflictError{Oid: mustOid(ov), CommittedSerial: mustTid(ss[0]), ReadSerial: mustTid(ss[1])}
+					var e *zodb.ConflictError
+					if !errors.As(err, &e) || e.Oid != want.Oid || e.CommittedSerial != want.CommittedSerial || e.ReadSerial != want.ReadSerial {
+						t.Errorf("%s: Vote: %v, want %v", what, err, want)
+					}
+					return
+				}
+			}
 			checkErr(t, what, err, r, final)
 			if err == nil && final != nil && final.Kind == "reply" {
 				want := slices.Clone(resolved)
