@@ -254,16 +254,28 @@ func (d *DumpReader) ReadTxn() (*DumpTxn, error) {
 		return nil, io.EOF
 	}
 	// txn <tid16> "<status>"
-	if len(l) != 4+16+4 || !bytes.HasPrefix(l, []byte("txn ")) || l[20] != ' ' || l[21] != '"' || l[23] != '"' || l[22] == '\n' {
+	//
+	// zodbtools quotes the status when writing but takes the byte between
+	// the quotes as is when reading; accept both so that any status
+	// written is read back.
+	if len(l) < 4+16+4 || !bytes.HasPrefix(l, []byte("txn ")) || l[20] != ' ' {
 		return nil, d.badline("no txn start")
 	}
 	tid, ok := parseHex16(l[4:20])
 	if !ok {
 		return nil, d.badline("no txn start")
 	}
+	q := l[21:]
+	status, err := Unquote(q)
+	if len(q) == 3 && q[0] == '"' && q[2] == '"' {
+		status, err = q[1:2], nil
+	}
+	if err != nil || len(status) != 1 {
+		return nil, d.badline("no txn start")
+	}
 	txn := &DumpTxn{}
 	txn.Tid = zodb.Tid(tid)
-	txn.Status = zodb.TxnStatus(l[22])
+	txn.Status = zodb.TxnStatus(status[0])
 	return d.readTxnBody(txn)
 }
 
