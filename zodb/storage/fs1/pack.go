@@ -78,6 +78,7 @@ func (s *FileStorage) Pack(ctx context.Context, packTid zodb.Tid, gc bool) error
 	newIndex.TopPos = newEnd
 	s.index = newIndex
 	s.gen++
+	s.txnPos = nil
 	if err := newIndex.SaveFile(s.path + ".index"); err != nil {
 		return s.opErr("pack", packTid, err)
 	}

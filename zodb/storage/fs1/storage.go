@@ -63,6 +63,10 @@ type FileStorage struct {
 	// opMu serialises the operations that write the file with Close.
 	opMu sync.Mutex
 	cur  *txn // transaction holding the commit lock, if any
+	// txnPos maps tid → transaction position, built on first use by
+	// Restore (which looks up dataTid) and kept up to date by Finish and
+	// Pack; nil until then. Guarded by opMu.
+	txnPos map[zodb.Tid]int64
 
 	noSync bool // tests only: no fsync on commit
 

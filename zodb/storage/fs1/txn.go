@@ -286,7 +286,10 @@ func (t *txn) Restore(ctx context.Context, oid zodb.Oid, data []byte, dataTid zo
 	s.mu.RLock()
 	var back int64
 	if dataTid != 0 {
-		if tpos, err := s.findTxn(dataTid, false); err == nil {
+		if tpos, err := s.lookupTxn(dataTid); err != nil {
+			s.mu.RUnlock()
+			return s.opErr("restore", xid, err)
+		} else if tpos != 0 {
 			back, err = s.findData(tpos, oid, data)
 			if err != nil {
 				s.mu.RUnlock()
@@ -301,6 +304,25 @@ func (t *txn) Restore(ctx context.Context, oid zodb.Oid, data []byte, dataTid zo
 	}
 	t.appendRecord(oid, prev, data, back)
 	return nil
+}
+
+// lookupTxn returns the position of transaction tid, 0 if there is none.
+// Call with opMu and s.mu held.
+func (s *FileStorage) lookupTxn(tid zodb.Tid) (int64, error) {
+	if s.txnPos == nil {
+		m := map[zodb.Tid]int64{}
+		end := s.index.TopPos
+		for pos := int64(FileHeaderSize); pos < end; {
+			th, err := ReadTxnHeader(s.file, pos, end, 0)
+			if err != nil {
+				return 0, err
+			}
+			m[th.Tid] = pos
+			pos = th.NextPos()
+		}
+		s.txnPos = m
+	}
+	return s.txnPos[tid], nil
 }
 
 // errTxnNotFound is returned by findTxn.
@@ -424,6 +446,9 @@ func (t *txn) Finish(ctx context.Context) (zodb.Tid, error) {
 	}
 	s.index.TopPos = end
 	s.mu.Unlock()
+	if s.txnPos != nil {
+		s.txnPos[t.tid] = t.tpos
+	}
 
 	if s.watchq != nil {
 		ev := &zodb.CommitEvent{Tid: t.tid, Changed: t.changed}
