@@ -66,7 +66,11 @@ func fstest(ctx context.Context, w io.Writer, path string, verbose int) error {
 	if err != nil {
 		return err
 	}
-	size := st.Size()
+	return fstestFile(ctx, w, path, f, st.Size(), verbose)
+}
+
+// fstestFile checks the size bytes of f, named path in messages.
+func fstestFile(ctx context.Context, w io.Writer, path string, f io.ReaderAt, size int64, verbose int) error {
 	fail := func(format string, args ...any) error {
 		return &fstestError{path + " " + fmt.Sprintf(format, args...)}
 	}
