@@ -34,3 +34,16 @@ func ReencodeObject(ctx context.Context, db *DB, oid Oid) (IPersistent, []byte, 
 	data, err := c.encodeObject(ctx, obj)
 	return obj, data, err
 }
+
+// CacheLive counts the objects of c's cache that are still alive.
+func CacheLive(c *Connection) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, wp := range c.cache {
+		if wp.Value() != nil {
+			n++
+		}
+	}
+	return n
+}

@@ -37,12 +37,13 @@ type ObjectState int
 
 const (
 	// Ghost: the object's state is not loaded; PActivate loads it.
-	Ghost ObjectState = iota
-	// UpToDate: the state is loaded and not changed.
-	UpToDate
+	Ghost ObjectState = -1
+	// UpToDate: the state is loaded and not changed (also the state of
+	// a new object not yet in a connection: the zero value).
+	UpToDate ObjectState = 0
 	// Changed: the state was changed in the current transaction (or
 	// the object is new) and will be stored at commit.
-	Changed
+	Changed ObjectState = 1
 )
 
 func (s ObjectState) String() string {
@@ -167,6 +168,9 @@ func (p *Persistent) PInvalidate() {
 // PModify marks the object as changed, so that the transaction stores it.
 // The object must have been activated.
 func (p *Persistent) PModify() {
+	if p.jar == nil {
+		return // a new object: stored when added
+	}
 	switch p.state {
 	case Changed:
 		return
@@ -174,18 +178,14 @@ func (p *Persistent) PModify() {
 		panic(fmt.Sprintf("zodb: PModify of ghost %s %v: PActivate it first", p.className(), p.oid))
 	}
 	p.state = Changed
-	if p.jar != nil {
-		p.jar.registerChanged(p.self)
-	}
+	p.jar.registerChanged(p.self)
 }
 
 // ghostify resets the object to its zero value, keeping only Persistent.
 func (p *Persistent) ghostify() {
 	saved := *p
-	v := reflect.ValueOf(p.self).Elem()
-	v.SetZero()
-	*p.self.persistentBase() = saved
-	p = p.self.persistentBase()
+	reflect.ValueOf(saved.self).Elem().SetZero() // p points into it
+	*p = saved
 	p.state = Ghost
 }
 
@@ -273,11 +273,11 @@ func newObject(pyClass string) IPersistent {
 	if ci := lookupClass(pyClass); ci != nil {
 		obj := ci.new()
 		p := obj.persistentBase()
-		p.self, p.class = obj, ci
+		p.self, p.class, p.state = obj, ci, Ghost
 		return obj
 	}
 	b := &Broken{Class: splitGlobal(pyClass)}
-	b.self = b
+	b.self, b.state = b, Ghost
 	return b
 }
 
