@@ -1,5 +1,3 @@
-//go:build zodbapp
-
 package zodb_test
 
 import (
