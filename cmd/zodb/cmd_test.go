@@ -105,8 +105,12 @@ func TestCommitCatobjDump(t *testing.T) {
 	if _, _, code := zrun(t, nil, "dump", url, "bad"); code != 2 {
 		t.Errorf("dump bad range: exit %d", code)
 	}
-	if _, _, code := zrun(t, nil, "dump", "--pretty=zpickledis", url); code != 2 {
-		t.Errorf("dump --pretty=zpickledis: exit %d (not supported)", code)
+	if _, _, code := zrun(t, nil, "dump", "--pretty=nosuch", url); code != 2 {
+		t.Errorf("dump --pretty=nosuch: exit %d", code)
+	}
+	// data that is not a pickle cannot be disassembled
+	if _, errb, code := zrun(t, nil, "dump", "--pretty=zpickledis", url); code != 1 || !strings.Contains(string(errb), "invalid pickle") {
+		t.Errorf("dump --pretty=zpickledis of non-pickles: exit %d %s", code, errb)
 	}
 
 	// restore into another storage: same dump

@@ -260,7 +260,8 @@ Dump content of a ZODB database.
 Options:
 
         --hashonly        dump only hashes of objects without content
-        --pretty=raw      output format (only raw is supported)
+        --pretty=<format> output in a given format, where <format> can be one
+                          of raw, zpickledis
     -h  --help            show this help
 `
 
@@ -271,7 +272,7 @@ func runDump(ctx context.Context, e *env, args []string) (err error) {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *pretty != "raw" {
+	if *pretty != "raw" && *pretty != "zpickledis" {
 		return &usageError{"unsupported pretty format: " + *pretty}
 	}
 	args = fs.Args()
@@ -290,7 +291,7 @@ func runDump(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	defer closeInto(stor, &err)
-	return zodbtools.Dump(ctx, e.stdout, stor, tidMin, tidMax, zodbtools.DumpOptions{HashOnly: *hashOnly})
+	return zodbtools.Dump(ctx, e.stdout, stor, tidMin, tidMax, zodbtools.DumpOptions{HashOnly: *hashOnly, Pretty: *pretty})
 }
 
 // ---- catobj ----

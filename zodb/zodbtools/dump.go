@@ -113,11 +113,23 @@ type Iterator interface {
 // DumpOptions tune Dump.
 type DumpOptions struct {
 	HashOnly bool // print only the hash of object data
+	// Pretty selects how data is shown: "" or "raw" (the dump format
+	// restore reads), or "zpickledis" (pickles disassembled as Python's
+	// pickletools.dis, for people to read).
+	Pretty string
 }
 
 // Dump writes the transactions tidMin ≤ tid ≤ tidMax of stor to w in
 // zodbtools' raw dump format.
 func Dump(ctx context.Context, w io.Writer, stor Iterator, tidMin, tidMax zodb.Tid, opt DumpOptions) error {
+	pickleDis := false
+	switch opt.Pretty {
+	case "", "raw":
+	case "zpickledis":
+		pickleDis = true
+	default:
+		return fmt.Errorf("dump: invalid pretty format %q", opt.Pretty)
+	}
 	bw := bufio.NewWriterSize(w, 64*1024)
 	it := stor.Iterate(ctx, tidMin, tidMax)
 	var recs []*zodb.DataInfo
@@ -144,6 +156,15 @@ func Dump(ctx context.Context, w io.Writer, stor Iterator, tidMin, tidMax zodb.T
 		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Oid < recs[j].Oid })
 
 		buf = appendTxnHeader(buf[:0], txn)
+		if pickleDis && len(txn.Extension) > 0 {
+			buf = buf[:bytes.LastIndex(buf[:len(buf)-1], []byte("\n"))+1]
+			dis, err := DisassembleExtension(txn.Extension, "  ")
+			if err != nil {
+				return fmt.Errorf("dump: txn %v: extension: %w", txn.Tid, err)
+			}
+			buf = append(buf, "extension\n"...)
+			buf = append(buf, dis...)
+		}
 		for _, d := range recs {
 			buf = append(buf, "obj "...)
 			buf = append(buf, d.Oid.String()...)
@@ -172,7 +193,15 @@ func Dump(ctx context.Context, w io.Writer, stor Iterator, tidMin, tidMax zodb.T
 						return err
 					}
 					buf = buf[:0]
-					if _, err := bw.Write(d.Data); err != nil {
+					data := d.Data
+					if pickleDis {
+						var err error
+						data, err = DisassembleRecord(d.Data, "  ")
+						if err != nil {
+							return fmt.Errorf("dump: txn %v: obj %v: %w", txn.Tid, d.Oid, err)
+						}
+					}
+					if _, err := bw.Write(data); err != nil {
 						return err
 					}
 				}
