@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -150,6 +151,10 @@ func deadlineFromContext(ctx context.Context, c net.Conn) (stop func()) {
 
 // ctxErr prefers ctx's error to the I/O error it caused.
 func ctxErr(ctx context.Context, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Done() != nil {
+		// The socket's deadline is ctx's: ctx ends now, if not yet.
+		<-ctx.Done()
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}

@@ -152,9 +152,9 @@ func (l *Link) Close() error {
 }
 
 // shutdown marks the link down because of cause, fails pending Asks, and
-// closes the socket unless the link is aborting (its reader closes it
-// after lingering). Queued requests are kept for Recv unless dropQueue.
-// It returns false if the link was already down.
+// closes the socket unless the link is aborting (then its reader closes it
+// after lingering, and queued requests are dropped; otherwise Recv still
+// returns them). It returns false if the link was already down.
 func (l *Link) shutdown(cause error, aborting bool) bool {
 	err := fmt.Errorf("link %s: %w: %w", l, ErrLinkDown, cause)
 	l.mu.Lock()
@@ -648,6 +648,10 @@ func (l *Link) readPackets() error {
 }
 
 // fill reads more bytes: at least one, as many as come.
+//
+// The buffer grows (doubling) only when one incomplete packet fills it, so
+// its size follows what the peer actually sent, not what a packet header
+// announces.
 func (l *Link) fill() error {
 	if l.r == l.w { // everything parsed: start over at the beginning
 		l.r, l.w = 0, 0
@@ -655,14 +659,11 @@ func (l *Link) fill() error {
 			l.buf = make([]byte, readBufSize) // after an exceptional packet
 		}
 	}
-	need := max(l.scan.need, 1) // the current packet needs buf[r : r+need]
-	if l.w == len(l.buf) || len(l.buf)-l.r < need {
+	if l.w == len(l.buf) {
 		have := l.w - l.r
-		if need > len(l.buf) {
-			// Grow towards what the packet announces, but not faster than
-			// the peer actually sends.
-			nbuf := make([]byte, min(need, max(readBufSize, 2*len(l.buf))))
-			copy(nbuf, l.buf[l.r:l.w])
+		if l.r == 0 {
+			nbuf := make([]byte, 2*len(l.buf))
+			copy(nbuf, l.buf[:have])
 			l.buf = nbuf
 		} else {
 			copy(l.buf, l.buf[l.r:l.w])

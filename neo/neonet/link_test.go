@@ -693,3 +693,36 @@ func TestBigPacket(t *testing.T) {
 		t.Fatalf("got %d bytes", len(d))
 	}
 }
+
+// Packets may reuse the id of a request of the peer, as replication data
+// does: they reach Recv with that id, before the answer.
+func TestSendWithRequestID(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	serve(t, s, func(r *Request) {
+		if r.Msg.MsgCode() != proto.CodeAskLastTransaction {
+			return
+		}
+		for i := range 3 {
+			s.Send(ctx, r.MsgID, &proto.AddObject{Oid: zodb.Oid(i)})
+		}
+		r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 9})
+	})
+	c.Notify(ctx, &proto.NotifyReady{}) // takes msg id 0
+	call, err := c.Start(ctx, &proto.AskLastTransaction{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := call.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		r, err := c.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := r.Msg.(*proto.AddObject); !ok || a.Oid != zodb.Oid(i) || r.MsgID != call.MsgID() || r.MsgID != 1 {
+			t.Fatalf("got %T %+v msg id %d, want AddObject %d msg id %d", r.Msg, r.Msg, r.MsgID, i, call.MsgID())
+		}
+	}
+}

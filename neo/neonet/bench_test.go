@@ -1,0 +1,109 @@
+package neonet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/zodb"
+)
+
+// BenchmarkRoundTrip measures one AskObject / AnswerObject round trip on a
+// loopback link (neonet), next to a plain TCP ping-pong moving the same
+// bytes with no framing, matching or decoding (rawTCP), for several object
+// sizes. The ratio of the two is the link's overhead.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, size := range []int{64, 4 << 10, 64 << 10} {
+		req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
+		ans := objectAnswer(1, size)
+		name := fmt.Sprintf("%dB", size)
+		if size >= 1<<10 {
+			name = fmt.Sprintf("%dKiB", size>>10)
+		}
+		b.Run("neonet/"+name, func(b *testing.B) { benchLink(b, req, ans) })
+		b.Run("rawTCP/"+name, func(b *testing.B) {
+			benchRaw(b, len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans)))
+		})
+	}
+}
+
+func benchLink(b *testing.B, req, ans Msg) {
+	ctx := context.Background()
+	c, s := pair(b)
+	serve(b, s, func(r *Request) { r.Reply(ctx, ans) })
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Ask(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchRaw(b *testing.B, reqSize, ansSize int) {
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nl.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		conn, err := nl.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		in, out := make([]byte, reqSize), make([]byte, ansSize)
+		for {
+			if _, err := io.ReadFull(conn, in); err != nil {
+				return
+			}
+			if _, err := conn.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	conn, err := net.Dial("tcp", nl.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, in := make([]byte, reqSize), make([]byte, ansSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := conn.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	conn.Close()
+	wg.Wait()
+}
+
+// BenchmarkAskParallel measures many goroutines sharing one link.
+func BenchmarkAskParallel(b *testing.B) {
+	ctx := context.Background()
+	c, s := pair(b)
+	ans := objectAnswer(1, 4<<10)
+	serve(b, s, func(r *Request) { r.Reply(ctx, ans) })
+	req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Ask(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -1,0 +1,71 @@
+// Package neonet provides NEO links: TCP connections (optionally TLS)
+// between NEO nodes that carry the packets of neo/proto, wire-compatible
+// with NEO/py.
+//
+// # Parts
+//
+//   - Setting up: [Dial] (or a [Dialer], which throttles reconnections per
+//     address as NEO/py does) and [Listen] / [Listener.Accept] return a
+//     [Link] once both sides exchanged the NEO handshake. A peer speaking
+//     another protocol version ([proto.VersionError]) or not NEO at all
+//     ([proto.ErrNotNEO]) is refused, closing the connection without
+//     sending anything else, as NEO/py does.
+//   - TLS: [TLSConfig] / [LoadTLSConfig] build the configuration NEO/py
+//     uses (TLS 1.2+, certificates required on both sides, chain checked
+//     against the cluster's CA file, no host name check, optional CRLs). A
+//     listener with TLS looks at the first byte of each connection and
+//     refuses non-TLS peers ([ErrNotTLS]).
+//   - Requests: [Link.Ask] sends a request and waits for its answer,
+//     matched by message id; any number may be in flight on one link.
+//     [Link.Start] returns a [Call] instead, to wait later or to learn the
+//     request's id. An Error packet received as the answer is returned as
+//     an error wrapping the *[proto.Error].
+//   - Notifications: [Link.Notify]; [Link.Send] sends a packet with a
+//     chosen message id (replication data, relayed answers).
+//   - Receiving: [Link.Recv] returns the peer's requests and notifications
+//     in order, each as a [Request] that can be answered at any time, from
+//     any goroutine, with [Request.Reply] (or [Request.Abort]: answer, then
+//     close). Recv answers Ping itself.
+//   - Barrier: [Link.Sync] pings the peer and waits until everything the
+//     peer sent before its Pong was handled.
+//   - Closing: [Link.Close], or the peer, or bad input takes a link down;
+//     [Link.Done] and [Link.Err] tell when and why. Errors of a link that
+//     is down wrap [ErrLinkDown] and the cause ([ErrClosed],
+//     [ErrPeerClosed], a *[MalformedError], a *[ProtocolError], a socket
+//     error).
+//
+// # Rules kept from NEO/py
+//
+// Both sides send the 6-byte handshake at once, without waiting for the
+// peer's. Every packet we originate (request or notification) takes the
+// next message id of the link; answers carry the id of their request.
+// Input that is not a stream of NEO packets (bad msgpack, unknown packet
+// code, arguments not matching the packet type, a packet larger than
+// [MaxPacketSize]) closes the link without sending anything. An answer to no
+// pending request, or of a type that does not answer the request, is a
+// protocol error: the link sends Error(PROTOCOL_ERROR) and closes. An Error
+// with an unknown id is given to Recv. Sockets get TCP_NODELAY and
+// NEO/py's keep-alive settings (60 s idle, 3 probes 10 s apart); there is
+// no applicative keep-alive and no idle timeout on links.
+//
+// # Memory, goroutines and contexts
+//
+// Each link has one goroutine, its reader, which Close waits for; a
+// Listener has one accepting goroutine and one per connection in its
+// handshake, which Listener.Close waits for. Every call that may block
+// takes a context; a write already started is only interrupted by the
+// link going down, since stopping it midway would cut a packet.
+//
+// The reader reads into one buffer, grown only as much as the peer actually
+// sends (up to MaxPacketSize for one packet), and decodes packets with
+// their byte strings copied out, so the buffer is reused. Received requests
+// and notifications wait for Recv in a queue bounded in bytes; when it is
+// full the reader stops reading, so a fast peer is held back by TCP flow
+// control. Answers are delivered by the reader, so a link whose owner does
+// not call Recv stops delivering answers once the queue is full: the owner
+// of a link must keep calling Recv (usually in a loop of its own) or close
+// it.
+//
+// A request costs one write system call (and a share of the reads); Ask
+// allocates nothing beyond the decoded answer.
+package neonet

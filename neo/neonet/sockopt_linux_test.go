@@ -1,0 +1,39 @@
+package neonet
+
+import (
+	"net"
+	"syscall"
+	"testing"
+)
+
+// Both ends of a link get NEO/py's socket options.
+func TestSocketOptions(t *testing.T) {
+	c, s := pair(t)
+	for _, l := range []*Link{c, s} {
+		sc, err := l.raw.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range []struct {
+			name       string
+			level, opt int
+			want       int
+		}{
+			{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+			{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 60},
+			{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 10},
+			{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 3},
+			{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+		} {
+			var v int
+			var gerr error
+			err := sc.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), o.level, o.opt) })
+			if err != nil || gerr != nil {
+				t.Fatalf("%s: %v %v", o.name, err, gerr)
+			}
+			if v != o.want {
+				t.Errorf("link %s: %s = %d, want %d", l, o.name, v, o.want)
+			}
+		}
+	}
+}
