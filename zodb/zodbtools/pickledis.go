@@ -197,7 +197,7 @@ func (d *disassembler) dis(out *bytes.Buffer, data []byte, pos int) (int, error)
 			if op.name == "MEMOIZE" {
 				idx = int64(len(d.memo))
 			} else {
-				idx = arg.(int64)
+				idx = memoIndex(arg)
 			}
 			switch {
 			case d.memo[idx]:
@@ -209,7 +209,7 @@ func (d *disassembler) dis(out *bytes.Buffer, data []byte, pos int) (int, error)
 			}
 			d.memo[idx] = true
 		case "GET", "BINGET", "LONG_BINGET":
-			if idx, _ := arg.(int64); !d.memo[idx] {
+			if idx := memoIndex(arg); !d.memo[idx] {
 				return pos, bad(opPos, "memo key %v has never been stored into", arg)
 			}
 		}
@@ -245,6 +245,20 @@ func (d *disassembler) dis(out *bytes.Buffer, data []byte, pos int) (int, error)
 		return pos, bad(pos, "stack not empty after STOP")
 	}
 	return pos, nil
+}
+
+// memoIndex is the memo key an opcode argument names ("00"/"01" of the
+// text opcodes read as False/True, as pickletools does: keys 0 and 1).
+func memoIndex(arg any) int64 {
+	switch v := arg.(type) {
+	case int64:
+		return v
+	case bool:
+		if v {
+			return 1
+		}
+	}
+	return 0
 }
 
 // pyStr, pyBytes and pyBytearray are argument values shown with Python's
