@@ -311,6 +311,7 @@ Options:
 
         --hashonly        print only the hash of each record, not its data
         --raw             print only the record data (one xid only)
+        --pretty=<format> show data as raw (default) or zpickledis
     -h  --help            show this help
 `
 
@@ -334,8 +335,12 @@ func runCatobj(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlags("catobj")
 	hashOnly := fs.Bool("hashonly", false, "")
 	raw := fs.Bool("raw", false, "")
+	pretty := fs.String("pretty", "raw", "")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *pretty != "raw" && *pretty != "zpickledis" {
+		return &usageError{"unsupported pretty format: " + *pretty}
 	}
 	args = fs.Args()
 	if len(args) < 2 {
@@ -367,8 +372,18 @@ func runCatobj(ctx context.Context, e *env, args []string) (err error) {
 		if err != nil {
 			return fmt.Errorf("object address not found in database: %w", err)
 		}
+		shown := data
+		if *pretty == "zpickledis" && !*hashOnly {
+			prefix := "  "
+			if *raw {
+				prefix = ""
+			}
+			if shown, err = zodbtools.DisassembleRecord(data, prefix); err != nil {
+				return fmt.Errorf("%v: %w", xid, err)
+			}
+		}
 		if *raw {
-			w.Write(data)
+			w.Write(shown)
 			continue
 		}
 		h := sha1.Sum(data)
@@ -377,7 +392,7 @@ func runCatobj(ctx context.Context, e *env, args []string) (err error) {
 			w.WriteString(" -\n")
 		} else {
 			w.WriteString("\n")
-			w.Write(data)
+			w.Write(shown)
 			w.WriteString("\n")
 		}
 	}
