@@ -10,9 +10,12 @@ import (
 	"hash/adler32"
 	"hash/crc32"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/neozodb/neo/internal/testdir"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -258,5 +261,32 @@ func TestUsage(t *testing.T) {
 	}
 	if _, _, code := zrun(t, nil, "dump", "/nonexistent/x.fs"); code != 1 {
 		t.Errorf("dump of missing file: exit %d", code)
+	}
+}
+
+func TestFileStorageEnd(t *testing.T) {
+	dir := testdir.Dir("ZODB_TESTDATA", "zodb")
+	voted := readFile(t, filepath.Join(dir, "undo-voted.fs"))
+	undo := readFile(t, filepath.Join(dir, "undo.fs"))
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want int64
+	}{
+		{"complete", undo, int64(len(undo))},
+		{"voted", voted, int64(len(undo))},
+		{"voted-cut", voted[:len(voted)-20], int64(len(undo))},
+		{"garbage", append(append([]byte(nil), undo...), "garbage"...), int64(len(undo))},
+		{"empty", []byte("FS30"), 4},
+	} {
+		path := filepath.Join(tmp, tc.name+".fs")
+		if err := os.WriteFile(path, tc.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := fileStorageEnd(context.Background(), path)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %d, %v; want %d", tc.name, got, err, tc.want)
+		}
 	}
 }

@@ -226,7 +226,7 @@ func runInfo(ctx context.Context, e *env, args []string) (err error) {
 		case "name":
 			v = zodbtools.StorageName(drv)
 		case "size":
-			n, err := zodbtools.StorageSize(ctx, drv)
+			n, err := storageSize(ctx, drv)
 			if err != nil {
 				return err
 			}
