@@ -21,7 +21,9 @@
 //     request's id. An Error packet received as the answer is returned as
 //     an error wrapping the *[proto.Error].
 //   - Notifications: [Link.Notify]; [Link.Send] sends a packet with a
-//     chosen message id (replication data, relayed answers).
+//     chosen message id (replication data, relayed answers);
+//     [Link.SendBuffered] holds it until 64 KiB are buffered or another
+//     packet is sent, as NEO/py does for AddTransaction and AddObject.
 //   - Receiving: [Link.Recv] returns the peer's requests and notifications
 //     in order, each as a [Request] that can be answered at any time, from
 //     any goroutine, with [Request.Reply] (or [Request.Abort]: answer, then

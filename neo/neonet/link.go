@@ -78,6 +78,7 @@ type Link struct {
 	// abandoned with a context, unlike a mutex.
 	wsem chan struct{}
 	wbuf []byte // encoding buffer, used with wsem held
+	held int    // wbuf[:held] are buffered packets not yet written (SendBuffered)
 
 	mu       sync.Mutex
 	nextID   uint32
@@ -206,8 +207,16 @@ func (l *Link) lockWrite(ctx context.Context) error {
 	return nil
 }
 
-// write sends one encoded packet with the write token held, and releases
-// it. A failed write takes the link down: a packet may have been cut.
+// encode appends m to the output buffer, after the buffered packets if
+// any. Called with the write token held.
+func (l *Link) encode(msgID uint32, m Msg) []byte {
+	l.wbuf = appendPacket(l.wbuf[:l.held], msgID, m)
+	l.held = 0
+	return l.wbuf
+}
+
+// write sends encoded packets with the write token held, and releases it.
+// A failed write takes the link down: a packet may have been cut.
 func (l *Link) write(b []byte) error {
 	_, err := l.conn.Write(b)
 	if cap(l.wbuf) > 1<<20 {
@@ -227,8 +236,7 @@ func (l *Link) send(ctx context.Context, msgID uint32, m Msg) error {
 	if err := l.lockWrite(ctx); err != nil {
 		return err
 	}
-	l.wbuf = appendPacket(l.wbuf[:0], msgID, m)
-	return l.write(l.wbuf)
+	return l.write(l.encode(msgID, m))
 }
 
 func appendPacket(b []byte, msgID uint32, m Msg) []byte {
@@ -256,8 +264,7 @@ func (l *Link) Notify(ctx context.Context, m Msg) error {
 	l.mu.Lock()
 	id := l.newID()
 	l.mu.Unlock()
-	l.wbuf = appendPacket(l.wbuf[:0], id, m)
-	if err := l.write(l.wbuf); err != nil {
+	if err := l.write(l.encode(id, m)); err != nil {
 		return fmt.Errorf("notify %s: %w", msgName(m), err)
 	}
 	return nil
@@ -269,6 +276,32 @@ func (l *Link) Notify(ctx context.Context, m Msg) error {
 // and relayed answers carry the id of the request they answer.
 func (l *Link) Send(ctx context.Context, msgID uint32, m Msg) error {
 	if err := l.send(ctx, msgID, m); err != nil {
+		return fmt.Errorf("send %s: %w", msgName(m), err)
+	}
+	return nil
+}
+
+// bufferedLimit is NEO/py's threshold for packets that are not "nodelay":
+// they are written once more than this is queued.
+const bufferedLimit = 64 << 10
+
+// SendBuffered is Send for the packets NEO/py does not send at once
+// (AddTransaction, AddObject: replication data): m is kept in the output
+// buffer until more than 64 KiB are buffered or another packet is sent
+// (the answer that ends the replication batch, usually), and they all go
+// out in one write.
+func (l *Link) SendBuffered(ctx context.Context, msgID uint32, m Msg) error {
+	if err := l.lockWrite(ctx); err != nil {
+		return fmt.Errorf("send %s: %w", msgName(m), err)
+	}
+	l.wbuf = appendPacket(l.wbuf[:l.held], msgID, m)
+	if len(l.wbuf) <= bufferedLimit {
+		l.held = len(l.wbuf)
+		<-l.wsem
+		return nil
+	}
+	l.held = 0
+	if err := l.write(l.wbuf); err != nil {
 		return fmt.Errorf("send %s: %w", msgName(m), err)
 	}
 	return nil
@@ -335,8 +368,7 @@ func (l *Link) start(ctx context.Context, c *Call, req Msg) error {
 	// Registered before writing: the answer may come before Write returns.
 	l.pending[c.id] = c
 	l.mu.Unlock()
-	l.wbuf = appendPacket(l.wbuf[:0], c.id, req)
-	if err := l.write(l.wbuf); err != nil {
+	if err := l.write(l.encode(c.id, req)); err != nil {
 		// The link went down with c pending: its failure is delivered to c
 		// (once, as for any pending call); take it so c can be reused.
 		<-c.done
@@ -463,8 +495,7 @@ func (l *Link) abort(ctx context.Context, msgID uint32, m Msg) error {
 		<-l.wsem
 		return fmt.Errorf("abort with %s: %w", msgName(m), l.Err())
 	}
-	l.wbuf = appendPacket(l.wbuf[:0], msgID, m)
-	_, err := l.conn.Write(l.wbuf)
+	_, err := l.conn.Write(l.encode(msgID, m))
 	<-l.wsem
 	l.lingerClose()
 	if err != nil {
@@ -609,8 +640,7 @@ func (l *Link) sendAbortError(msgID uint32, what string) {
 		return
 	}
 	l.raw.SetWriteDeadline(time.Now().Add(abortWriteWait))
-	l.wbuf = appendPacket(l.wbuf[:0], msgID, &proto.Error{Code: proto.ProtocolError, Message: what})
-	l.conn.Write(l.wbuf)
+	l.conn.Write(l.encode(msgID, &proto.Error{Code: proto.ProtocolError, Message: what}))
 	<-l.wsem
 }
 

@@ -726,3 +726,47 @@ func TestSendWithRequestID(t *testing.T) {
 		}
 	}
 }
+
+// SendBuffered keeps small packets until another packet is sent, or more
+// than 64 KiB are buffered; order is kept.
+func TestSendBuffered(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	held := make(chan []int, 1)
+	serve(t, s, func(r *Request) {
+		var h []int
+		for i := range 4 {
+			s.SendBuffered(ctx, r.MsgID, &proto.AddObject{Oid: zodb.Oid(i), Data: make([]byte, 30<<10)})
+			h = append(h, s.heldBytes())
+		}
+		held <- h
+		r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 9})
+	})
+	call, err := c.Start(ctx, &proto.AskLastTransaction{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := call.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 30 KiB, then 60 KiB held; the third packet passes 64 KiB: all
+	// written; the fourth is held, and goes with the answer.
+	if h := <-held; h[0] == 0 || h[1] <= h[0] || h[2] != 0 || h[3] == 0 {
+		t.Fatalf("bytes held after each packet: %v", h)
+	}
+	for i := range 4 {
+		r, err := c.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := r.Msg.(*proto.AddObject); a.Oid != zodb.Oid(i) {
+			t.Fatalf("got oid %d, want %d", a.Oid, i)
+		}
+	}
+}
+
+func (l *Link) heldBytes() int {
+	l.wsem <- struct{}{}
+	defer func() { <-l.wsem }()
+	return l.held
+}
