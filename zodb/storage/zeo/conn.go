@@ -33,7 +33,11 @@ type conn struct {
 	down    chan struct{} // closed when the connection is down
 
 	readerDone chan struct{}
-	nread      atomic.Int64 // messages read (tests wait on it)
+	// Until the connection is verified and installed, invalidations
+	// are held here (guarded by Storage.mu).
+	holding bool
+	held    []*zodb.CommitEvent
+	nread   atomic.Int64 // messages read (tests wait on it)
 }
 
 // call is a synchronous call waiting for its reply.
@@ -89,6 +93,7 @@ func newConn(s *Storage, nc net.Conn, cd codec) *conn {
 		nc:         nc,
 		codec:      cd,
 		pending:    map[string]*call{},
+		holding:    true,
 		down:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}

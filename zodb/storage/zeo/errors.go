@@ -50,6 +50,10 @@ func (e *DisconnectedError) Unwrap() error { return e.Err }
 
 const posException = "ZODB.POSException."
 
+// maxNestedErrors bounds the errors rebuilt from one MultipleUndoErrors
+// (its list may repeat one object many times through the pickle memo).
+const maxNestedErrors = 32
+
 // errorFromReply rebuilds a Go error from an error reply's value
 // (class_name, details).
 func errorFromReply(v any) error {
@@ -72,7 +76,7 @@ func errorFromReply(v any) error {
 // errorFromException maps one Python exception, given by class name and
 // details, to an error.
 func errorFromException(cls string, details any, depth int) error {
-	if depth > 8 {
+	if depth > 2 {
 		return &ServerError{Class: cls, Details: formatValue(details)}
 	}
 	attrs, _ := details.(*dict)
@@ -161,7 +165,11 @@ func errorFromException(cls string, details any, depth int) error {
 	case known && name == "MultipleUndoErrors":
 		errs, _ := items(attr("_errs"))
 		var out []error
-		for _, x := range errs {
+		for i, x := range errs {
+			if i == maxNestedErrors {
+				out = append(out, fmt.Errorf("and %d more undo errors", len(errs)-i))
+				break
+			}
 			pair, ok := items(x)
 			if !ok || len(pair) != 2 {
 				continue

@@ -24,6 +24,9 @@ func msgpackAppend(b []byte, v any, depth int) ([]byte, error) {
 	if depth > maxDepth {
 		return nil, errors.New("msgpack: value nested too deeply")
 	}
+	if len(b) > maxFrame {
+		return nil, errors.New("msgpack: value too large")
+	}
 	var err error
 	switch v := v.(type) {
 	case nil:

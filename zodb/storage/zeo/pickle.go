@@ -84,6 +84,9 @@ func pickleAppend(b []byte, v any, depth int) ([]byte, error) {
 	if depth > maxDepth {
 		return nil, errors.New("pickle: value nested too deeply")
 	}
+	if len(b) > maxFrame {
+		return nil, errors.New("pickle: value too large")
+	}
 	var err error
 	switch v := v.(type) {
 	case nil:

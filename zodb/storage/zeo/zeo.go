@@ -90,8 +90,9 @@ type Storage struct {
 	evReady   chan struct{} // signalled when events were added (cap 1)
 	oidPool   []zodb.Oid
 	nextTxnID int64
-	iterGC    []int64 // server iterator ids to drop after the next commit
-	info      *dict   // last get_info / info
+	iterGC    []int64  // server iterator ids to drop after the next commit
+	info      *dict    // last get_info / info
+	at0       zodb.Tid // the server's last tid when opened
 
 	closed      chan struct{}
 	closedCtx   context.Context // done once closed
@@ -166,7 +167,9 @@ func open(ctx context.Context, u *url.URL, opt *zodb.DriverOptions) (zodb.IStora
 		s.wg.Wait()
 		return nil, 0, fmt.Errorf("zeo: open %s: %w", s.url, err)
 	}
-	at0 := s.known
+	s.mu.Lock()
+	at0 := s.at0
+	s.mu.Unlock()
 	s.wg.Add(2)
 	go s.deliverEvents()
 	go s.manageConnection(c)
@@ -257,7 +260,7 @@ func (s *Storage) connect(ctx context.Context, first bool) (*conn, error) {
 
 	if first {
 		s.mu.Lock()
-		s.known, s.head = serverTid, serverTid
+		s.known, s.head, s.at0 = serverTid, serverTid, serverTid
 		s.mu.Unlock()
 	} else if err := s.verify(ctx, c, serverTid); err != nil {
 		return fail(err)
@@ -284,6 +287,11 @@ func (s *Storage) connect(ctx context.Context, first bool) (*conn, error) {
 		return nil, c.disconnectedErr()
 	}
 	s.info = info
+	// Invalidations that came during verification, past what it covered.
+	for _, ev := range c.held {
+		s.enqueueLocked(ev, ev.Tid)
+	}
+	c.held, c.holding = nil, false
 	s.cur = c
 	close(s.connected)
 	return c, nil
@@ -534,7 +542,14 @@ func (s *Storage) serverCall(c *conn, m *msg) error {
 		if err != nil {
 			return fmt.Errorf("invalidateTransaction: %w", err)
 		}
-		s.enqueue(&zodb.CommitEvent{Tid: tid, Changed: oids}, tid)
+		ev := &zodb.CommitEvent{Tid: tid, Changed: oids}
+		s.mu.Lock()
+		if c.holding {
+			c.held = append(c.held, ev)
+		} else {
+			s.enqueueLocked(ev, tid)
+		}
+		s.mu.Unlock()
 	case "info":
 		if len(args) == 1 {
 			if d, ok := args[0].(*dict); ok {
