@@ -321,3 +321,36 @@ func TestGoldenCatobj(t *testing.T) {
 		t.Fatal("no entry checked")
 	}
 }
+
+func TestGoldenAnalyze(t *testing.T) {
+	for _, fs := range dataFiles(t) {
+		want := readFile(t, fs+".zanalyze.csv")
+		out, errb, code := zrun(t, nil, "analyze", "--csv", fs)
+		if code != 0 || !bytes.Equal(out, want) {
+			t.Errorf("%s: analyze --csv: exit %d %s\n%s", fs, code, errb, diffAt(out, want))
+		}
+		// the table form tells the same totals
+		out, errb, code = zrun(t, nil, "analyze", fs)
+		if code != 0 || (!bytes.Contains(out, []byte("Types used:")) && !bytes.Contains(out, []byte("No transactions processed"))) {
+			t.Errorf("%s: analyze: exit %d %s\n%s", fs, code, errb, out)
+		}
+	}
+}
+
+func TestGoldenAnalyzeUpstream(t *testing.T) {
+	dir, ok := testdir.Shared("zodb/upstream-zodbtools")
+	if !ok {
+		t.Skip("zodbtools' upstream test data (../shared/testdata/zodb/upstream-zodbtools) is absent")
+	}
+	dbs, _ := filepath.Glob(filepath.Join(dir, "1*", "*", "data.fs"))
+	if len(dbs) == 0 {
+		t.Fatalf("no data.fs under %s", dir)
+	}
+	for _, db := range dbs {
+		want := readFile(t, filepath.Join(filepath.Dir(db), "zanalyze.csv.ok"))
+		out, errb, code := zrun(t, nil, "analyze", "-c", db)
+		if code != 0 || !bytes.Equal(out, want) {
+			t.Errorf("%s: analyze -c: exit %d %s\n%s", db, code, errb, diffAt(out, want))
+		}
+	}
+}

@@ -7,6 +7,7 @@
 //	zodb watch   [-v] <storage>                  print commits as they happen
 //	zodb restore <storage> < dump                re-create dumped transactions
 //	zodb commit  <storage> <at> < txn            commit one new transaction
+//	zodb analyze [--csv] <storage> [<tidrange>]  space used per class
 //
 // <storage> is a URL: a FileStorage path (or file://path), mem://..., or any
 // scheme of a driver linked in. Run "zodb help <command>" for details, and

@@ -46,6 +46,7 @@ func init() {
 		"watch":   {"watch ZODB database for changes", watchUsage, runWatch},
 		"restore": {"restore content of a ZODB database", restoreUsage, runRestore},
 		"commit":  {"commit new transaction into a ZODB database", commitUsage, runCommit},
+		"analyze": {"analyze ZODB database usage", analyzeUsage, runAnalyze},
 	}
 }
 
@@ -64,7 +65,7 @@ Use "zodb help tidrange" for the forms of tids and tid ranges.
 
 func commandList() string {
 	var b strings.Builder
-	for _, name := range []string{"info", "dump", "catobj", "watch", "restore", "commit"} {
+	for _, name := range []string{"info", "dump", "catobj", "watch", "restore", "commit", "analyze"} {
 		fmt.Fprintf(&b, "\t%-8s %s\n", name, commands[name].summary)
 	}
 	return b.String()
@@ -566,4 +567,56 @@ func runCommit(ctx context.Context, e *env, args []string) (err error) {
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s\n", tid)
 	return err
+}
+
+// ---- analyze ----
+
+const analyzeUsage = `Usage: zodb analyze [OPTIONS] <storage> [<tidrange>]
+Analyze ZODB database usage: per class, the number and size of records in
+the transactions, split into the latest revision of every object seen
+(current) and the older ones (old).
+
+<storage> is an URL (see 'zodb help zurl') of a ZODB-storage.
+<tidrange> is a history range (see 'zodb help tidrange') to analyze.
+
+Options:
+
+    -c  --csv       output CSV
+    -d  --dbm       accepted for compatibility (no effect)
+    -h  --help      show this help
+`
+
+func runAnalyze(ctx context.Context, e *env, args []string) (err error) {
+	fs := newFlags("analyze")
+	csv := fs.Bool("csv", false, "")
+	fs.BoolVar(csv, "c", false, "")
+	dbm := fs.Bool("dbm", false, "")
+	fs.BoolVar(dbm, "d", false, "")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	args = fs.Args()
+	if len(args) < 1 || len(args) > 2 {
+		return &usageError{}
+	}
+	tidMin, tidMax := zodb.Tid(0), zodb.TidMax
+	if len(args) > 1 {
+		tidMin, tidMax, err = zodbtools.ParseTidRange(args[1], e.timeRef)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+	}
+	stor, err := openStorage(ctx, args[0], true)
+	if err != nil {
+		return err
+	}
+	defer closeInto(stor, &err)
+	rep, err := zodbtools.Analyze(ctx, stor, tidMin, tidMax)
+	if err != nil {
+		return err
+	}
+	if *csv {
+		return rep.WriteCSV(e.stdout)
+	}
+	return rep.WriteText(e.stdout)
 }
