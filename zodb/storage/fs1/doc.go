@@ -55,6 +55,9 @@
 //   - A pack holds the commit lock for its whole duration.
 //   - Pack skips references to objects that do not exist (ZODB fails).
 //   - Transactions with an invalid status byte are an error (ZODB logs).
+//   - The records of a transaction being committed are staged in memory,
+//     not in Data.fs.tmp; the index is saved on close and after pack, not
+//     also every so many records.
 //
 // # Low-level access (for dump and repair tools)
 //
