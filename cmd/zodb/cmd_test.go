@@ -17,6 +17,7 @@ import (
 
 	"github.com/neozodb/neo/internal/testdir"
 	"github.com/neozodb/neo/zodb"
+	"github.com/neozodb/neo/zodb/zodbtools"
 )
 
 const txn1 = `user "alice"
@@ -195,7 +196,7 @@ func TestWatch(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, stor, pw, true, nil)
+		done <- zodbtools.Watch(ctx, stor, pw, true, nil)
 		pw.Close()
 	}()
 	br := bufio.NewReader(pr)
@@ -251,7 +252,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errb)
 		}
 	}
-	for _, args := range [][]string{{"help"}, {"help", "dump"}, {"help", "tidrange"}, {"dump", "-h"}} {
+	for _, args := range [][]string{{"help"}, {"help", "dump"}, {"help", "tidrange"}, {"help", "zurl"}, {"dump", "-h"}} {
 		if out, _, code := zrun(t, nil, args...); code != 0 || len(out) == 0 {
 			t.Errorf("%q: exit %d", args, code)
 		}

@@ -61,6 +61,7 @@ The commands are:
 %s
 Use "zodb help [command]" for more information about a command.
 Use "zodb help tidrange" for the forms of tids and tid ranges.
+Use "zodb help zurl" for the forms of storage URLs.
 `
 
 func commandList() string {
@@ -86,6 +87,15 @@ A tid is 16 hex digits (optionally with "0x" before them), or a date/time:
 Dates without a zone and relative dates use the local time zone.
 `
 
+const zurlHelp = `A <storage> is named by a URL:
+
+	path/to/Data.fs               a FileStorage file (also file://path)
+	mem://                        a new, empty in-memory storage
+	mem://name                    an in-memory storage shared in the process
+
+Schemes known to this program: %s.
+`
+
 // Main runs the zodb command with args (without the program name) and
 // returns the exit status.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -104,8 +114,12 @@ func run(ctx context.Context, e *env, args []string) int {
 			fmt.Fprintf(e.stdout, mainUsage, commandList())
 			return 0
 		}
-		if args[1] == "tidrange" {
+		switch args[1] {
+		case "tidrange":
 			fmt.Fprint(e.stdout, tidrangeHelp)
+			return 0
+		case "zurl":
+			fmt.Fprintf(e.stdout, zurlHelp, strings.Join(zodb.Drivers(), ", "))
 			return 0
 		}
 		c := commands[args[1]]
@@ -432,50 +446,7 @@ func runWatch(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	defer closeInto(stor, &err)
-	return Watch(ctx, stor, e.stdout, *verbose, nil)
-}
-
-// Watch prints the commits of stor to w until ctx is done or the event
-// stream breaks. started, if not nil, is called once the watch is in place
-// (after "# at <tid>" is written).
-func Watch(ctx context.Context, stor *zodb.Storage, w io.Writer, verbose bool, started func(at0 zodb.Tid)) error {
-	watchq := make(chan zodb.Event)
-	at0 := stor.AddWatch(watchq)
-	defer stor.DelWatch(watchq)
-	if _, err := fmt.Fprintf(w, "# at %s\n", at0); err != nil {
-		return err
-	}
-	if started != nil {
-		started(at0)
-	}
-	for {
-		var ev zodb.Event
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev = <-watchq:
-		}
-		switch ev := ev.(type) {
-		case *zodb.EventError:
-			return fmt.Errorf("%s: watch: %w", stor.URL(), ev.Err)
-		case *zodb.CommitEvent:
-			var b []byte
-			b = append(b, "txn "...)
-			b = append(b, ev.Tid.String()...)
-			b = append(b, '\n')
-			if verbose {
-				for _, oid := range ev.Changed {
-					b = append(b, "obj "...)
-					b = append(b, oid.String()...)
-					b = append(b, '\n')
-				}
-				b = append(b, '\n')
-			}
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-		}
-	}
+	return zodbtools.Watch(ctx, stor, e.stdout, *verbose, nil)
 }
 
 // ---- restore ----
