@@ -73,7 +73,7 @@ func TestCommitCatobjDump(t *testing.T) {
 	if want := fmt.Sprintf("obj 0000000000000002 5 sha1:%s -\n", sha1hex("world")); code != 0 || string(out) != want {
 		t.Errorf("catobj --hashonly: %d %q, want %q", code, out, want)
 	}
-	if _, errb, code := zrun(t, nil, "catobj", url, "0000000000000002@"+tid2.String()); code != 1 || !strings.Contains(string(errb), "not found") {
+	if _, errb, code := zrun(t, nil, "catobj", url, "0000000000000002@"+tid2.String()); code != 2 || !strings.Contains(string(errb), "E: object address not found in database") {
 		t.Errorf("catobj of deleted: %d %s", code, errb)
 	}
 	if _, _, code := zrun(t, nil, "catobj", url, "zzz"); code != 2 {
@@ -257,7 +257,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%q: exit %d", args, code)
 		}
 	}
-	if _, errb, code := zrun(t, nil, "info", "mem://", "bogus"); code != 2 || !strings.Contains(string(errb), "invalid parameter: bogus") {
+	if _, errb, code := zrun(t, nil, "info", "mem://", "bogus"); code != 1 || !strings.Contains(string(errb), "invalid parameter: bogus") {
 		t.Errorf("info bogus: %d %s", code, errb)
 	}
 	if _, _, code := zrun(t, nil, "dump", "/nonexistent/x.fs"); code != 1 {

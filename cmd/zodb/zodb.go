@@ -30,6 +30,15 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// exitError makes the command exit with code after printing msg to stderr
+// as it is (for messages zodbtools prints without a prefix).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
 type command struct {
 	summary string
 	usage   string
@@ -152,6 +161,11 @@ func run(ctx context.Context, e *env, args []string) int {
 		fmt.Fprint(e.stderr, c.usage)
 		return 2
 	}
+	var xe *exitError
+	if errors.As(err, &xe) {
+		fmt.Fprintln(e.stderr, xe.msg)
+		return xe.code
+	}
 	fmt.Fprintf(e.stderr, "zodb %s: %s\n", name, err)
 	return 1
 }
@@ -221,8 +235,7 @@ func runInfo(ctx context.Context, e *env, args []string) (err error) {
 		switch p {
 		case "name", "size", "head", "last_tid":
 		default:
-			fmt.Fprintf(e.stderr, "invalid parameter: %s\n", p)
-			return &usageError{}
+			return &exitError{1, "invalid parameter: " + p}
 		}
 	}
 
@@ -385,7 +398,7 @@ func runCatobj(ctx context.Context, e *env, args []string) (err error) {
 	for _, xid := range xids {
 		data, _, _, err := stor.Load(ctx, xid)
 		if err != nil {
-			return fmt.Errorf("object address not found in database: %w", err)
+			return &exitError{2, fmt.Sprintf("E: object address not found in database: %v", err)}
 		}
 		shown := data
 		if *pretty == "zpickledis" && !*hashOnly {
