@@ -221,6 +221,13 @@ func (d *PyDict) Items() []PyDictItem { return d.items }
 // hashKey returns a comparable Go value that is equal for keys Python finds
 // equal, or ok=false for keys compared by scanning (tuples, big ints).
 func hashKey(k any) (any, bool) {
+	budget := 1000
+	return hashKeyB(k, &budget)
+}
+
+// hashKeyB is hashKey giving up (ok=false) on tuples of more than budget
+// elements in all, which shared sub-tuples can make huge.
+func hashKeyB(k any, budget *int) (any, bool) {
 	switch x := k.(type) {
 	case nil, string, PyBytes, PyGlobal:
 		return x, true
@@ -238,9 +245,31 @@ func hashKey(k any) (any, bool) {
 			return int64(x), true
 		}
 		return x, true
+	case PyTuple:
+		var b strings.Builder
+		*budget -= len(x)
+		if *budget < 0 {
+			return nil, false
+		}
+		for _, e := range x {
+			k, ok := hashKeyB(e, budget)
+			if !ok {
+				return nil, false
+			}
+			if tk, ok := k.(tupleKey); ok {
+				fmt.Fprintf(&b, "(%d:%s)", len(tk.s), tk.s)
+			} else {
+				s := fmt.Sprintf("%T:%v", k, k)
+				fmt.Fprintf(&b, "%d:%s", len(s), s)
+			}
+		}
+		return tupleKey{b.String()}, true
 	}
 	return nil, false
 }
+
+// tupleKey is the hash key of a tuple of hashable values.
+type tupleKey struct{ s string }
 
 func (d *PyDict) find(k any) int {
 	if hk, ok := hashKey(k); ok {
@@ -301,7 +330,28 @@ func (d *PyDict) Del(k any) bool {
 
 // PyEqual compares two values of this model as Python's == does for them
 // (persistent objects by identity).
-func PyEqual(a, b any) bool {
+func PyEqual(a, b any) bool { return (&pyEq{}).eq(a, b) }
+
+// pyEq compares values that may hold cycles (a list containing itself):
+// containers being compared are assumed equal when met again.
+type pyEq struct {
+	inProgress map[[2]any]bool
+	tuples     map[[2]any]bool
+}
+
+func (q *pyEq) enter(a, b any) bool {
+	k := [2]any{a, b}
+	if q.inProgress[k] {
+		return false
+	}
+	if q.inProgress == nil {
+		q.inProgress = map[[2]any]bool{}
+	}
+	q.inProgress[k] = true
+	return true
+}
+
+func (q *pyEq) eq(a, b any) bool {
 	ha, oka := hashKey(a)
 	hb, okb := hashKey(b)
 	if oka && okb {
@@ -318,7 +368,7 @@ func PyEqual(a, b any) bool {
 		return false
 	case int64:
 		if y, ok := b.(*big.Int); ok {
-			return PyEqual(y, x)
+			return q.eq(y, x)
 		}
 		return false
 	case PyTuple:
@@ -326,19 +376,38 @@ func PyEqual(a, b any) bool {
 		if !ok || len(x) != len(y) {
 			return false
 		}
+		if len(x) == 0 || &x[0] == &y[0] {
+			return true
+		}
+		// Tuples shared in the pickle make a graph whose paths may be
+		// exponentially many: compare each pair once.
+		k := [2]any{&x[0], &y[0]}
+		if r, done := q.tuples[k]; done {
+			return r
+		}
+		if q.tuples == nil {
+			q.tuples = map[[2]any]bool{}
+		}
+		q.tuples[k] = true // assumed while comparing (cycles)
+		r := true
 		for i := range x {
-			if !PyEqual(x[i], y[i]) {
-				return false
+			if !q.eq(x[i], y[i]) {
+				r = false
+				break
 			}
 		}
-		return true
+		q.tuples[k] = r
+		return r
 	case *PyList:
 		y, ok := b.(*PyList)
 		if !ok || len(x.Items) != len(y.Items) {
 			return false
 		}
+		if !q.enter(x, y) {
+			return true
+		}
 		for i := range x.Items {
-			if !PyEqual(x.Items[i], y.Items[i]) {
+			if !q.eq(x.Items[i], y.Items[i]) {
 				return false
 			}
 		}
@@ -348,32 +417,62 @@ func PyEqual(a, b any) bool {
 		if !ok || x.Len() != y.Len() {
 			return false
 		}
+		if !q.enter(x, y) {
+			return true
+		}
 		for _, it := range x.items {
 			v, ok := y.Get(it.Key)
-			if !ok || !PyEqual(it.Value, v) {
+			if !ok || !q.eq(it.Value, v) {
 				return false
 			}
 		}
 		return true
 	case *PyRef:
 		y, ok := b.(*PyRef)
-		return ok && PyEqual(x.Pid, y.Pid)
+		return ok && q.eq(x.Pid, y.Pid)
 	case *PyReduce:
 		y, ok := b.(*PyReduce)
+		if ok && !q.enter(x, y) {
+			return true
+		}
 		if ok {
 			if xs, ok1 := setItems(x); ok1 {
 				ys, ok2 := setItems(y)
-				return ok2 && PyEqual(x.Callable, y.Callable) && sameItems(xs, ys)
+				return ok2 && q.eq(x.Callable, y.Callable) && q.sameItems(xs, ys)
 			}
 		}
 		return ok && x.NewObj == y.NewObj && x.HasState == y.HasState &&
-			PyEqual(x.Callable, y.Callable) && PyEqual(x.Args, y.Args) && PyEqual(x.State, y.State)
+			q.eq(x.Callable, y.Callable) && q.eq(x.Args, y.Args) && q.eq(x.State, y.State)
 	}
 	return a == b
 }
 
 // PyRepr returns a short Python-like representation, for error messages.
-func PyRepr(v any) string {
+func PyRepr(v any) string { return (&pyRepr{}).repr(v) }
+
+type pyRepr struct {
+	inProgress map[any]bool
+	nodes      int
+}
+
+func (r *pyRepr) repr(v any) string {
+	// Shared objects may make the value a graph with exponentially many
+	// paths: print a bounded part of it.
+	r.nodes++
+	if r.nodes > 200 {
+		return "..."
+	}
+	switch v.(type) {
+	case *PyList, *PyDict, *PyReduce:
+		if r.inProgress[v] {
+			return "..."
+		}
+		if r.inProgress == nil {
+			r.inProgress = map[any]bool{}
+		}
+		r.inProgress[v] = true
+		defer delete(r.inProgress, v)
+	}
 	switch x := v.(type) {
 	case nil:
 		return "None"
@@ -393,7 +492,7 @@ func PyRepr(v any) string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(PyRepr(e))
+			b.WriteString(r.repr(e))
 		}
 		if len(x) == 1 {
 			b.WriteByte(',')
@@ -407,7 +506,7 @@ func PyRepr(v any) string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(PyRepr(e))
+			b.WriteString(r.repr(e))
 		}
 		b.WriteByte(']')
 		return b.String()
@@ -418,16 +517,16 @@ func PyRepr(v any) string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(PyRepr(it.Key) + ": " + PyRepr(it.Value))
+			b.WriteString(r.repr(it.Key) + ": " + r.repr(it.Value))
 		}
 		b.WriteByte('}')
 		return b.String()
 	case PyGlobal:
 		return "<" + x.String() + ">"
 	case *PyReduce:
-		return fmt.Sprintf("%s%s", PyRepr(x.Callable), PyRepr(x.Args))
+		return fmt.Sprintf("%s%s", r.repr(x.Callable), r.repr(x.Args))
 	case *PyRef:
-		return "persistent(" + PyRepr(x.Pid) + ")"
+		return "persistent(" + r.repr(x.Pid) + ")"
 	case IPersistent:
 		p := x.persistentBase()
 		return fmt.Sprintf("<%s oid %v>", p.className(), p.oid)
@@ -454,7 +553,7 @@ func setItems(r *PyReduce) ([]any, bool) {
 }
 
 // sameItems compares two collections regardless of order.
-func sameItems(a, b []any) bool {
+func (q *pyEq) sameItems(a, b []any) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -462,7 +561,7 @@ func sameItems(a, b []any) bool {
 next:
 	for _, x := range a {
 		for j, y := range b {
-			if !used[j] && PyEqual(x, y) {
+			if !used[j] && q.eq(x, y) {
 				used[j] = true
 				continue next
 			}
