@@ -40,7 +40,14 @@ func TestVerifyBroken(t *testing.T) {
 		{"truncated", undo[:len(undo)-3], "truncated possibly because of damaged records at 2823"},
 		{"short", undo[:len(undo)-len(undo)+10], "truncated at 4"},
 		{"status", mut(func(b []byte) []byte { b[4+16] = 'x'; return b }), "has invalid status 'x' at 4"},
-		{"tid", mut(func(b []byte) []byte { b[166+7] = 0; b[166+6] = 0; b[166+5] = 0; b[166+4] = 0; b[166+3] = 0; return b }), "time-stamp reduction at 166"},
+		{"tid", mut(func(b []byte) []byte {
+			b[166+7] = 0
+			b[166+6] = 0
+			b[166+5] = 0
+			b[166+4] = 0
+			b[166+3] = 0
+			return b
+		}), "time-stamp reduction at 166"},
 		{"tloc", mut(func(b []byte) []byte { b[52+24+7] = 5; return b }), "data record exceeds transaction record at 52: tloc 5 != tpos 4"},
 		{"trailer", mut(func(b []byte) []byte { b[158+7] ^= 1; return b }), "inconsistent transaction length"},
 	} {
