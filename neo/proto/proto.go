@@ -191,18 +191,26 @@ func readHeaderUint(b []byte, max uint64, name string) (uint64, []byte, error) {
 // code and an args array of well-formed msgpack); DecodePacket checks the
 // arguments.
 func PacketLen(b []byte) (int, error) {
-	_, _, rest, err := packetHeader(b)
+	_, _, _, n, err := scanPacket(b)
+	return n, err
+}
+
+// scanPacket reads the header of the first packet in b and finds its end:
+// the args are b[argsAt:n].
+func scanPacket(b []byte) (msgID uint32, code uint16, argsAt, n int, err error) {
+	msgID, code, rest, err := packetHeader(b)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, 0, err
 	}
 	if len(rest) > 0 && !isArray(rest[0]) {
-		return 0, fmt.Errorf("proto: packet args: want array, got %s", what(rest))
+		return 0, 0, 0, 0, fmt.Errorf("proto: packet args: want array, got %s", what(rest))
 	}
-	end, err := skipValue(b, len(b)-len(rest))
+	argsAt = len(b) - len(rest)
+	n, err = skipValue(b, argsAt)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, 0, err
 	}
-	return end, nil
+	return msgID, code, argsAt, n, nil
 }
 
 func isArray(c byte) bool { return c&0xf0 == 0x90 || c == 0xdc || c == 0xdd }
@@ -316,19 +324,15 @@ func DecodePacketNoCopy(b []byte) (msgID uint32, m Msg, n int, err error) {
 }
 
 func decodePacket(b []byte, alias bool) (uint32, Msg, int, error) {
-	n, err := PacketLen(b)
+	msgID, code, argsAt, n, err := scanPacket(b)
 	if err != nil {
 		return 0, nil, 0, err
-	}
-	msgID, code, args, err := packetHeader(b[:n])
-	if err != nil {
-		return 0, nil, 0, err // cannot happen after PacketLen
 	}
 	m, err := NewMsg(code)
 	if err != nil {
 		return msgID, nil, n, err
 	}
-	if err := decodeArgs(m, args, alias); err != nil {
+	if err := decodeArgs(m, b[argsAt:n], alias); err != nil {
 		return msgID, nil, n, err
 	}
 	return msgID, m, n, nil
