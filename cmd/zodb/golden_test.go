@@ -157,6 +157,15 @@ func TestGoldenDumpUpstream(t *testing.T) {
 		if !bytes.Equal(out, want) {
 			t.Errorf("%s: dump:\n%s", name, diffAt(out, want))
 		}
+		// restored into a new FileStorage (FS30), the dump is the same
+		dst := filepath.Join(t.TempDir(), "restored.fs")
+		if _, errb, code := zrun(t, want, "restore", dst); code != 0 {
+			t.Errorf("%s: restore: exit %d: %s", name, code, errb)
+			continue
+		}
+		if got, errb, code := zrun(t, nil, "dump", dst); code != 0 || !bytes.Equal(got, want) {
+			t.Errorf("%s: dump of restored: exit %d %s\n%s", name, code, errb, diffAt(got, want))
+		}
 	}
 }
 
