@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
@@ -32,24 +33,44 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 func benchLink(b *testing.B, req, ans Msg) {
-	ctx := context.Background()
-	c, s := pair(b)
-	serve(b, s, func(r *Request) { r.Reply(ctx, ans) })
+	roundTrip := linkRoundTrip(b, req, ans)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
+		roundTrip()
+	}
+}
+
+func benchRaw(b *testing.B, reqSize, ansSize int) {
+	roundTrip := rawRoundTrip(b, reqSize, ansSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		roundTrip()
+	}
+}
+
+// linkRoundTrip sets up a link pair whose server answers req with ans, and
+// returns a function doing one round trip.
+func linkRoundTrip(b *testing.B, req, ans Msg) func() {
+	ctx := context.Background()
+	c, s := pair(b)
+	serve(b, s, func(r *Request) { r.Reply(ctx, ans) })
+	return func() {
 		if _, err := c.Ask(ctx, req); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func benchRaw(b *testing.B, reqSize, ansSize int) {
+// rawRoundTrip sets up a TCP connection to an echo-like server that
+// answers reqSize bytes with ansSize bytes, and returns a function doing
+// one round trip.
+func rawRoundTrip(b *testing.B, reqSize, ansSize int) func() {
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer nl.Close()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -73,10 +94,9 @@ func benchRaw(b *testing.B, reqSize, ansSize int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { conn.Close(); nl.Close(); wg.Wait() })
 	out, in := make([]byte, reqSize), make([]byte, ansSize)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
+	return func() {
 		if _, err := conn.Write(out); err != nil {
 			b.Fatal(err)
 		}
@@ -84,9 +104,39 @@ func benchRaw(b *testing.B, reqSize, ansSize int) {
 			b.Fatal(err)
 		}
 	}
-	b.StopTimer()
-	conn.Close()
-	wg.Wait()
+}
+
+// BenchmarkRoundTripRatio runs the neonet and rawTCP round trips of
+// BenchmarkRoundTrip in alternating blocks within one benchmark, so that a
+// changing machine load weighs on both alike, and reports their ratio.
+func BenchmarkRoundTripRatio(b *testing.B) {
+	for _, size := range []int{64, 4 << 10, 64 << 10} {
+		req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
+		ans := objectAnswer(1, size)
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			link := linkRoundTrip(b, req, ans)
+			raw := rawRoundTrip(b, len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans)))
+			var tLink, tRaw time.Duration
+			const block = 100
+			b.ResetTimer()
+			for done := 0; done < b.N; done += block {
+				n := min(block, b.N-done)
+				t0 := time.Now()
+				for range n {
+					link()
+				}
+				t1 := time.Now()
+				for range n {
+					raw()
+				}
+				tLink += t1.Sub(t0)
+				tRaw += time.Since(t1)
+			}
+			b.ReportMetric(float64(tLink.Nanoseconds())/float64(b.N), "neonet-ns/op")
+			b.ReportMetric(float64(tRaw.Nanoseconds())/float64(b.N), "raw-ns/op")
+			b.ReportMetric(float64(tLink)/float64(tRaw), "ratio")
+		})
+	}
 }
 
 // BenchmarkAskParallel measures many goroutines sharing one link.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -94,6 +95,7 @@ type Link struct {
 	progress chan struct{}    // closed when handled advances, if Sync waits
 	err      error            // why the link is down; nil while up
 	down     chan struct{}    // closed when the link goes down
+	isDown   atomic.Bool      // err != nil, readable without mu
 
 	// Owned by the reader goroutine (and by the handshake before it starts).
 	buf     []byte // read buffer; buf[r:w] is not yet parsed
@@ -164,6 +166,7 @@ func (l *Link) shutdown(cause error, aborting bool) bool {
 		return false
 	}
 	l.err = err
+	l.isDown.Store(true)
 	pending := l.pending
 	l.pending = nil
 	if aborting {
@@ -192,17 +195,19 @@ func (l *Link) shutdown(cause error, aborting bool) bool {
 // lockWrite takes the right to write, unless ctx ends or the link is down.
 func (l *Link) lockWrite(ctx context.Context) error {
 	select {
-	case l.wsem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-l.down:
-		return l.Err()
+	case l.wsem <- struct{}{}: // fast path: nobody writing
+	default:
+		select {
+		case l.wsem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.down:
+			return l.Err()
+		}
 	}
-	select {
-	case <-l.down:
+	if l.isDown.Load() {
 		<-l.wsem
 		return l.Err()
-	default:
 	}
 	return nil
 }
@@ -723,7 +728,7 @@ func (l *Link) fill() error {
 // dispatch hands one packet over: an answer to its Ask, anything else to
 // the queue for Recv.
 func (l *Link) dispatch(p []byte) error {
-	if l.Err() != nil {
+	if l.isDown.Load() {
 		return nil // aborting: discard
 	}
 	h, err := parseHeader(p)
