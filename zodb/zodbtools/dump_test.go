@@ -107,3 +107,18 @@ func FuzzDumpReader(f *testing.F) {
 		}
 	})
 }
+
+// Long metadata lines (up to 4 bytes of quoting per byte) are read back.
+func TestDumpReaderLongLine(t *testing.T) {
+	desc := bytes.Repeat([]byte{0xff, 'a', '\n'}, 65535/3)
+	txn := &DumpTxn{TxnInfo: zodb.TxnInfo{Tid: 1, Status: ' ', User: []byte("u"), Description: desc, Extension: []byte{}}}
+	txn.Objs = []DumpObj{{Oid: 1, Kind: ObjData, Data: bytes.Repeat([]byte("x\n"), 100000), Size: 200000, HashFunc: "null", Hash: []byte{0}}}
+	in := txn.AppendDump(nil)
+	got, err := readAll(t, in)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%d txns, %v", len(got), err)
+	}
+	if !bytes.Equal(got[0].Description, desc) || !bytes.Equal(got[0].Objs[0].Data, txn.Objs[0].Data) {
+		t.Errorf("round trip differs")
+	}
+}
