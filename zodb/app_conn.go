@@ -64,9 +64,33 @@ func (c *Connection) DB() *DB { return c.db }
 // queue records an event for the next sync (called by the DB with db.mu).
 func (c *Connection) queue(ev Event) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending) >= maxPending {
+		// An idle connection must not keep all history: the events
+		// are replaced by "drop everything" until the last one.
+		var upTo Tid
+		for _, e := range c.pending {
+			switch e := e.(type) {
+			case *CommitEvent:
+				upTo = max(upTo, e.Tid)
+			case *flushEvent:
+				upTo = max(upTo, e.upTo)
+			}
+		}
+		c.pending = append(c.pending[:0], &flushEvent{upTo: upTo})
+	}
 	c.pending = append(c.pending, ev)
-	c.mu.Unlock()
 }
+
+// maxPending is how many events an idle connection keeps.
+const maxPending = 1024
+
+// flushEvent tells a connection to drop its whole cache when it moves to
+// a snapshot; it stands for the events up to upTo, so it is applied again
+// at every move until the snapshot reaches upTo.
+type flushEvent struct{ upTo Tid }
+
+func (*flushEvent) event() {}
 
 // sync moves the connection to snapshot at: every cached object changed
 // by a transaction in (c.at, at] becomes a ghost.
@@ -87,6 +111,11 @@ func (c *Connection) sync(at Tid) {
 			}
 		case *EventError:
 			flush = true
+		case *flushEvent:
+			flush = true
+			if e.upTo > at {
+				keep = append(keep, ev)
+			}
 		}
 	}
 	c.pending = keep

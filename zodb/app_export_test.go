@@ -45,3 +45,10 @@ func CacheLive(c *Connection) int {
 	}
 	return n
 }
+
+// PendingLen returns how many events c has queued.
+func PendingLen(c *Connection) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}

@@ -86,7 +86,11 @@ type pickleDecoder struct {
 	pos   int
 	stack []any
 	marks []int
-	memo  map[int]any
+	// memo: indices are dense from 0 in the pickles ZODB writes; others
+	// go to memoMap.
+	memo    []any
+	memoSet []bool
+	memoMap map[int]any
 	// persistentLoad turns a persistent id into the value to put in its
 	// place. nil keeps it as *PyRef.
 	persistentLoad func(pid any) (any, error)
@@ -96,7 +100,7 @@ type pickleDecoder struct {
 // aside.
 
 func newPickleDecoder(data []byte, persLoad func(pid any) (any, error)) *pickleDecoder {
-	return &pickleDecoder{data: data, memo: map[int]any{}, persistentLoad: persLoad}
+	return &pickleDecoder{data: data, persistentLoad: persLoad}
 }
 
 type pickleError struct {
@@ -286,12 +290,30 @@ func (d *pickleDecoder) memoPut(idx int) error {
 	if err != nil {
 		return err
 	}
-	d.memo[idx] = v
+	switch {
+	case idx < len(d.memo):
+		d.memo[idx], d.memoSet[idx] = v, true
+	case idx == len(d.memo):
+		d.memo = append(d.memo, v)
+		d.memoSet = append(d.memoSet, true)
+	default:
+		if d.memoMap == nil {
+			d.memoMap = map[int]any{}
+		}
+		d.memoMap[idx] = v
+	}
 	return nil
 }
 
 func (d *pickleDecoder) memoGet(idx int) error {
-	v, ok := d.memo[idx]
+	var v any
+	ok := false
+	if idx >= 0 && idx < len(d.memo) {
+		v, ok = d.memo[idx], d.memoSet[idx]
+	}
+	if !ok {
+		v, ok = d.memoMap[idx]
+	}
 	if !ok {
 		return d.errf("memo key %d not found", idx)
 	}
@@ -658,7 +680,7 @@ func (d *pickleDecoder) step(op byte) error {
 		}
 		return d.memoPut(int(i))
 	case opMemoize:
-		return d.memoPut(len(d.memo))
+		return d.memoPut(len(d.memo) + len(d.memoMap))
 	case opGet:
 		line, err := d.readLine()
 		if err != nil {
