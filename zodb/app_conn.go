@@ -504,7 +504,7 @@ func (c *Connection) persistentID(ctx context.Context, v any) (any, bool, error)
 				ci = lookupGoType(reflect.TypeOf(x))
 			}
 			if ci == nil {
-				return nil, false, fmt.Errorf("Go type %T is not registered as a persistent class", x)
+				return nil, false, fmt.Errorf("type %T is not registered as a persistent class", x)
 			}
 			class, newArgs = ci.name, ci.newArgs
 		}

@@ -9,6 +9,23 @@ import (
 	"github.com/neozodb/neo/transaction"
 )
 
+// The application layer: objects, connections, transactions.
+//
+//	db, _ := zodb.NewDB(stor, nil)          // stor from zodb.Open
+//	txn, ctx := transaction.New(ctx)
+//	conn, _ := db.Open(ctx)                 // a snapshot, joined to txn
+//	root, _ := conn.Root(ctx)               // *PersistentMapping
+//	... obj.PActivate(ctx); obj.PModify() ...
+//	err := txn.Commit(ctx)                  // two-phase commit
+//
+// Objects (app_persistent.go) hold their state as Go fields; their
+// records are pickled by the codec of app_pickle.go into the Python values
+// of app_pyvalue.go. A Connection (app_conn.go) loads every object at its
+// snapshot tid and keeps the loaded objects in a cache of weak pointers;
+// the DB feeds it the storage's commit events, which it applies when it
+// moves to a newer snapshot. Conflict resolution by class is in
+// app_resolve.go.
+
 // DB is a database: a storage plus a pool of connections that see it
 // through MVCC snapshots and keep live caches of its objects.
 //

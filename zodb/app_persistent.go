@@ -307,7 +307,7 @@ func classDescription(obj IPersistent) (any, error) {
 	if ci == nil {
 		ci = lookupGoType(reflect.TypeOf(obj))
 		if ci == nil {
-			return nil, fmt.Errorf("Go type %T is not registered as a persistent class", obj)
+			return nil, fmt.Errorf("type %T is not registered as a persistent class", obj)
 		}
 		obj.persistentBase().class = ci
 	}

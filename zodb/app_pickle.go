@@ -18,6 +18,28 @@ import (
 // memoized, it has no BUILD, and its encoder does not memoize, so records
 // could not be written back byte for byte. This codec decodes into the
 // values of app_pyvalue.go and encodes them the way Python's pickler does.
+//
+// Decoding then encoding a record gives back the same bytes for every
+// object of the reference databases. Where ZODB's output depends on more
+// than the state, this is what the codec does:
+//
+//   - The memo follows object identity in Python: equal strings are written
+//     twice unless they are one object. Decoded values keep the sharing the
+//     pickle had (strings too: a memo reference gives the same Go string);
+//     values built in Go are shared when they are the same Go string, slice
+//     or pointer (string literals are, like interned names in Python). The
+//     empty and the one-character latin-1 str/bytes are single objects, as
+//     in CPython.
+//   - set and frozenset items come in hash order (PYTHONHASHSEED): the
+//     decoded order is kept. dict order is insertion order: PyDict keeps it.
+//   - Lists and dicts of more than one item are written in batches of 1000
+//     between MARK and APPENDS/SETITEMS, also for a last batch of one item,
+//     as the C pickler (which zodbpickle uses) does; pickle.py would write
+//     APPEND/SETITEM for that one.
+//   - Python 2 str (SHORT_BINSTRING, BINSTRING, STRING in protocols 1 and 2)
+//     is decoded as ZODB on Python 3 does, to str when ASCII and bytes
+//     otherwise, and written back with protocol 3: records of Python 2
+//     databases keep their values, not their bytes.
 
 // pickle opcodes
 const (

@@ -92,7 +92,7 @@ func resolveLength(oldState, committedState, newState any) (any, error) {
 	c, ok2 := pyInt(committedState)
 	n, ok3 := pyInt(newState)
 	if !ok1 || !ok2 || !ok3 {
-		return nil, fmt.Errorf("Length states are not integers: %s %s %s",
+		return nil, fmt.Errorf("states of BTrees.Length are not integers: %s %s %s",
 			PyRepr(oldState), PyRepr(committedState), PyRepr(newState))
 	}
 	r := new(big.Int).Add(c, n)
