@@ -254,7 +254,7 @@ func runInfo(ctx context.Context, e *env, args []string) (err error) {
 		case "name":
 			v = zodbtools.StorageName(drv)
 		case "size":
-			n, err := storageSize(ctx, drv)
+			n, err := zodbtools.StorageSize(ctx, drv)
 			if err != nil {
 				return err
 			}

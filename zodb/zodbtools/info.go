@@ -3,7 +3,6 @@ package zodbtools
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/neozodb/neo/zodb"
 )
@@ -39,20 +38,11 @@ func StorageName(drv zodb.IStorageDriver) string {
 	return drv.URL()
 }
 
-// StorageSize returns ZODB's getSize() of a driver: its Size, else the size
-// of its file when it has one.
+// StorageSize returns ZODB's getSize() of a driver (see Sizer).
 func StorageSize(ctx context.Context, drv zodb.IStorageDriver) (int64, error) {
 	switch d := drv.(type) {
 	case Sizer:
 		return d.Size(ctx)
-	case interface{ Size() int64 }:
-		return d.Size(), nil
-	case pather:
-		st, err := os.Stat(d.Path())
-		if err != nil {
-			return 0, err
-		}
-		return st.Size(), nil
 	}
 	return 0, fmt.Errorf("%s: size: %w", drv.URL(), zodb.ErrUnsupported)
 }

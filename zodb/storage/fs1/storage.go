@@ -259,6 +259,16 @@ func (s *FileStorage) LastTid(ctx context.Context) (zodb.Tid, error) {
 	return s.lastTid, nil
 }
 
+// Size returns the size of the committed part of the file: the position
+// just after the last finished transaction (ZODB's getSize()).
+func (s *FileStorage) Size(ctx context.Context) (int64, error) {
+	if err := s.rlock(); err != nil {
+		return 0, s.opErr("size", nil, err)
+	}
+	defer s.mu.RUnlock()
+	return s.index.TopPos, nil
+}
+
 // NewOids allocates n new oids after the largest oid in use.
 func (s *FileStorage) NewOids(ctx context.Context, n int) ([]zodb.Oid, error) {
 	if s.readOnly {
