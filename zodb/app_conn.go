@@ -323,7 +323,7 @@ func (c *Connection) persistentLoad(ctx context.Context, pid any) (any, error) {
 	case RefOid:
 		return c.Get(ctx, ref.Oid)
 	case RefWeak, RefWeakOld:
-		return &WeakRef{oid: ref.Oid, oidBytes: oidBytes, database: ref.Database, jar: c}, nil
+		return &WeakRef{oid: ref.Oid, oidBytes: oidBytes, database: ref.Database, jar: c, legacy: ref.Kind == RefWeakOld}, nil
 	case RefMulti, RefMultiOid:
 		other, err := c.GetConnection(ctx, ref.Database)
 		if err != nil {
@@ -426,6 +426,7 @@ type WeakRef struct {
 	oidBytes PyBytes
 	database string // "" for the database of jar
 	jar      *Connection
+	legacy   bool // read in the old form [oid], written back so
 }
 
 // NewWeakRef returns a weak reference to obj, which must be in a
@@ -483,6 +484,9 @@ func (c *Connection) persistentID(ctx context.Context, v any) (any, bool, error)
 			oidb = PyBytes(x.oid.Bytes())
 		}
 		if db == c.db.name {
+			if x.legacy {
+				return &PyList{Items: []any{oidb}}, true, nil
+			}
 			return &PyList{Items: []any{"w", PyTuple{oidb}}}, true, nil
 		}
 		return &PyList{Items: []any{"w", PyTuple{oidb, db}}}, true, nil

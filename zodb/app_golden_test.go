@@ -552,6 +552,10 @@ func checkObject(t *testing.T, ctx context.Context, db *zodb.DB, oid zodb.Oid, d
 		if _, ok := obj.(*zodb.PersistentList); !ok {
 			t.Errorf("%v: %s loaded as %T", oid, cls, obj)
 		}
+	case "zodbref.NewArgsItem":
+		if _, ok := obj.(*refNewArgsItem); !ok {
+			t.Errorf("%v: %s loaded as %T", oid, cls, obj)
+		}
 	}
 	if zodb.ClassOf(obj) != cls {
 		t.Errorf("%v: class %q, want %q", oid, zodb.ClassOf(obj), cls)
