@@ -3,6 +3,7 @@ package zodb
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"sort"
 	"strings"
@@ -47,6 +48,7 @@ type OpenOptions struct {
 	ReadOnly bool
 	NoCreate bool             // fail instead of creating a new storage
 	Resolver ConflictResolver // conflict resolution, nil for none
+	Logger   *slog.Logger     // driver warnings; nil for slog.Default()
 }
 
 // ParseURL parses a storage URL. A string without "scheme://" (or
@@ -96,6 +98,7 @@ func Open(ctx context.Context, zurl string, opt *OpenOptions) (*Storage, error) 
 		NoCreate: opt.NoCreate,
 		Watchq:   watchq,
 		Resolver: opt.Resolver,
+		Logger:   opt.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("zodb: open %s: %w", zurl, err)

@@ -2,6 +2,7 @@ package zodb
 
 import (
 	"context"
+	"log/slog"
 )
 
 // TxnStatus is the status byte of a transaction record.
@@ -136,7 +137,8 @@ type IStorageDriver interface {
 	// NewOids allocates n new object ids.
 	NewOids(ctx context.Context, n int) ([]Oid, error)
 
-	// History returns up to size revisions of oid, newest first.
+	// History returns up to size revisions of oid, newest first (all of
+	// them when size ≤ 0).
 	History(ctx context.Context, oid Oid, size int) ([]HistoryEntry, error)
 
 	// Iterate returns an iterator over the transactions with
@@ -228,4 +230,7 @@ type DriverOptions struct {
 	Watchq chan<- Event
 	// Resolver, if not nil, is called on write conflicts.
 	Resolver ConflictResolver
+	// Logger, if not nil, receives the driver's warnings (damaged data
+	// skipped, index rebuilt, ...); slog.Default() otherwise.
+	Logger *slog.Logger
 }

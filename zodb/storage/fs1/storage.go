@@ -97,6 +97,9 @@ func Open(ctx context.Context, path string, opt *zodb.DriverOptions) (_ *FileSto
 		commitSem: make(chan struct{}, 1),
 		down:      make(chan struct{}),
 	}
+	if opt.Logger != nil {
+		s.log = opt.Logger
+	}
 	defer func() {
 		if err != nil {
 			if s.file != nil {
