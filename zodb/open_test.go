@@ -33,7 +33,7 @@ func (d *fakeDriver) History(context.Context, Oid, int) ([]HistoryEntry, error) 
 	return nil, ErrUnsupported
 }
 func (d *fakeDriver) Iterate(context.Context, Tid, Tid) ITxnIterator { return fakeIter{} }
-func (d *fakeDriver) Begin(context.Context, TxnMeta) (ITxn, error) { return nil, ErrReadOnly }
+func (d *fakeDriver) Begin(context.Context, TxnMeta) (ITxn, error)   { return nil, ErrReadOnly }
 
 type fakeIter struct{}
 
