@@ -2,7 +2,6 @@ package storagetest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,7 +14,7 @@ import (
 
 func testBasic(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	if tid := lastTid(t, stor); tid != 0 {
 		t.Fatalf("new storage: lastTid %v, want 0", tid)
 	}
@@ -69,7 +68,7 @@ func testBasic(t *testing.T, s *suite) {
 
 func testNewOids(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	var all []zodb.Oid
 	for _, n := range []int{1, 5, 1, 3} {
 		v, err := stor.NewOids(ctx, n)
@@ -150,7 +149,7 @@ func testMetadata(t *testing.T, s *suite) {
 	if len(txns) != len(metas) {
 		t.Fatalf("iterate: %d transactions, want %d", len(txns), len(metas))
 	}
-	hist, err := stor.History(context.Background(), oid, len(metas))
+	hist, err := stor.History(testContext(t), oid, len(metas))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +175,7 @@ func testMetadata(t *testing.T, s *suite) {
 
 func testMVCC(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	oids, err := stor.NewOids(context.Background(), 3)
+	oids, err := stor.NewOids(testContext(t), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +222,7 @@ func testDelete(t *testing.T, s *suite) {
 	m.checkAll(t, stor)
 
 	// A deletion based on a stale serial is a conflict.
-	_, _, err := tryCommit(context.Background(), stor, zodb.TxnMeta{}, deleteOp(b, t1))
+	_, _, err := tryCommit(testContext(t), stor, zodb.TxnMeta{}, deleteOp(b, t1))
 	e := wantErr[*zodb.ConflictError](t, "delete with stale serial", err)
 	if e != nil && (e.Oid != b || e.CommittedSerial != t4 || e.ReadSerial != t1) {
 		t.Errorf("delete with stale serial: %v, want oid %v committed %v read %v", e, b, t4, t1)
@@ -233,7 +232,7 @@ func testDelete(t *testing.T, s *suite) {
 
 func testHistory(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	oid, other := newOid(t, stor), newOid(t, stor)
 	var tids []zodb.Tid
 	var serial, otherSerial zodb.Tid
@@ -269,7 +268,7 @@ func testHistory(t *testing.T, s *suite) {
 
 func testIterate(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	oids, err := stor.NewOids(context.Background(), 3)
+	oids, err := stor.NewOids(testContext(t), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +358,7 @@ func checkIterTxn(t testing.TB, got, want iterTxn) {
 
 func testRestore(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	w := watch(t, stor, 16)
 	a, b := newOid(t, stor), newOid(t, stor)
 	t1 := zodb.TidFromTime(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))

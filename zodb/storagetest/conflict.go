@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -11,7 +12,7 @@ import (
 
 func testConflict(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	w := watch(t, stor, 16)
 	a, b := newOid(t, stor), newOid(t, stor)
 	t1 := commit(t, stor, store(a, 0, []byte("a1")), store(b, 0, []byte("b1")))
@@ -55,7 +56,7 @@ func testConflict(t *testing.T, s *suite) {
 
 func testConflictResolution(t *testing.T, s *suite) {
 	stor, _ := s.open(t, &zodb.OpenOptions{Resolver: CounterResolver})
-	ctx := context.Background()
+	ctx := testContext(t)
 	c, plain := newOid(t, stor), newOid(t, stor)
 	t1 := commit(t, stor, store(c, 0, Counter(0)), store(plain, 0, []byte("p1")))
 	// Two transactions read c at t1; one commits +3.
@@ -87,7 +88,7 @@ func testConflictResolution(t *testing.T, s *suite) {
 
 func testReadConflict(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	a, b := newOid(t, stor), newOid(t, stor)
 	t1 := commit(t, stor, store(a, 0, []byte("a1")), store(b, 0, []byte("b1")))
 	t2 := commit(t, stor, store(a, t1, []byte("a2")))
@@ -149,7 +150,7 @@ func testTPCMisuse(t *testing.T, s *suite) {
 		{"abort twice", []step{storeStep, abort, abort}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			ctx, cancel := context.WithTimeout(testContext(t), waitTimeout)
 			defer cancel()
 			txn, err := stor.Begin(ctx, zodb.TxnMeta{})
 			if err != nil {
@@ -188,7 +189,7 @@ func testTPCMisuse(t *testing.T, s *suite) {
 
 func testAbort(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	w := watch(t, stor, 16)
 	a := newOid(t, stor)
 	t1 := commit(t, stor, store(a, 0, []byte("a1")))
@@ -252,7 +253,7 @@ func concurrentCommits(t *testing.T, s *suite, resolve bool) {
 		opt.Resolver = CounterResolver
 	}
 	stor, _ := s.open(t, opt)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	ctx, cancel := context.WithTimeout(testContext(t), 4*waitTimeout)
 	defer cancel()
 	w := watch(t, stor, workers*each*4+16)
 	oids, err := stor.NewOids(ctx, workers+1)
@@ -321,23 +322,11 @@ func concurrentCommits(t *testing.T, s *suite, resolve bool) {
 		ws.Wait()
 	}()
 
-	// Events arrive while the workers run.
-	var events []*zodb.CommitEvent
-	for len(events) < workers*each {
-		select {
-		case ev := <-w.ch:
-			c, ok := ev.(*zodb.CommitEvent)
-			if !ok {
-				t.Fatalf("watch: %v", ev)
-			}
-			events = append(events, c)
-		case <-done:
-			done = nil // the remaining events are still due
-		case <-ctx.Done():
-			t.Fatalf("watch: %d events of %d commits before timeout", len(events), workers*each)
-		}
-	}
-	if done != nil {
+	// The watcher's channel holds all the events: read them once the
+	// workers are done.
+	select {
+	case <-done:
+	case <-ctx.Done():
 		<-done
 	}
 	committed := map[zodb.Tid]zodb.Oid{} // tid → own counter changed
@@ -353,6 +342,13 @@ func concurrentCommits(t *testing.T, s *suite, resolve bool) {
 			}
 			committed[tid] = own[i]
 		}
+	}
+	var events []*zodb.CommitEvent
+	if len(committed) > 0 {
+		events = w.until(t, slices.Max(slices.Collect(maps.Keys(committed))))
+	}
+	if len(events) != len(committed) {
+		t.Errorf("%d events for %d commits", len(events), len(committed))
 	}
 	prev := t0
 	for _, ev := range events {

@@ -1,7 +1,6 @@
 package storagetest
 
 import (
-	"context"
 	"testing"
 
 	"github.com/neozodb/neo/zodb"
@@ -10,7 +9,7 @@ import (
 // pack packs stor and skips the test when the driver cannot pack.
 func pack(t *testing.T, stor *zodb.Storage, packTid zodb.Tid, gc bool) {
 	t.Helper()
-	err := stor.Pack(context.Background(), packTid, gc)
+	err := stor.Pack(testContext(t), packTid, gc)
 	if isUnsupported(err) {
 		t.Skipf("the driver cannot pack: %v", err)
 	}
@@ -43,7 +42,7 @@ func testPack(t *testing.T, s *suite) {
 func packRevisions(t *testing.T, s *suite, gc bool) {
 	stor, _ := s.open(t, nil)
 	w := watch(t, stor, 16)
-	oids, err := stor.NewOids(context.Background(), 3)
+	oids, err := stor.NewOids(testContext(t), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +71,7 @@ func packRevisions(t *testing.T, s *suite, gc bool) {
 		m.checkLoad(t, stor, a, at)
 		m.checkLoad(t, stor, b, at)
 	}
-	h, err := stor.History(context.Background(), a, 10)
+	h, err := stor.History(testContext(t), a, 10)
 	if err != nil || len(h) != 2 || h[0].Tid != t4 || h[1].Tid != t3 {
 		t.Errorf("history of %v after pack: %v %v, want revisions %v %v", a, h, err, t4, t3)
 	}
@@ -98,7 +97,7 @@ func packRevisions(t *testing.T, s *suite, gc bool) {
 	}
 
 	// Packed transactions cannot be undone.
-	if log, err := stor.UndoLog(context.Background(), 0, 10, nil); err == nil {
+	if log, err := stor.UndoLog(testContext(t), 0, 10, nil); err == nil {
 		if len(log) != 1 || log[0].Tid != t4 {
 			t.Errorf("undo log after pack: %v, want only %v", log, t4)
 		}
@@ -135,7 +134,7 @@ func testPackGC(t *testing.T, s *suite) {
 		}
 		t.Run(name, func(t *testing.T) {
 			stor, _ := s.open(t, nil)
-			oids, err := stor.NewOids(context.Background(), 5)
+			oids, err := stor.NewOids(testContext(t), 5)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +54,24 @@ func Persistent() Option { return func(o *options) { o.persistent = true } }
 // waitTimeout bounds every wait of the suite for something that must happen
 // (an event, a blocked call returning): reaching it is a failure.
 const waitTimeout = 20 * time.Second
+
+var testContexts sync.Map // testing.TB → context.Context
+
+// testContext returns the context of the calls of a test: it ends with the
+// test, or after a time no call should need, so that a driver that blocks
+// makes the test fail instead of hang.
+func testContext(t testing.TB) context.Context {
+	if ctx, ok := testContexts.Load(t); ok {
+		return ctx.(context.Context)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*waitTimeout)
+	testContexts.Store(t, ctx)
+	t.Cleanup(func() {
+		cancel()
+		testContexts.Delete(t)
+	})
+	return ctx
+}
 
 type suite struct {
 	newURL func(testing.TB) string
@@ -114,7 +133,7 @@ func (s *suite) open(t testing.TB, opt *zodb.OpenOptions) (*zodb.Storage, string
 
 func openURL(t testing.TB, url string, opt *zodb.OpenOptions) *zodb.Storage {
 	t.Helper()
-	stor, err := zodb.Open(context.Background(), url, opt)
+	stor, err := zodb.Open(testContext(t), url, opt)
 	if err != nil {
 		t.Fatalf("open %s: %v", url, err)
 	}
@@ -191,7 +210,7 @@ func commit(t testing.TB, stor *zodb.Storage, ops ...op) zodb.Tid {
 
 func commitMeta(t testing.TB, stor *zodb.Storage, meta zodb.TxnMeta, ops ...op) zodb.Tid {
 	t.Helper()
-	tid, _, err := tryCommit(context.Background(), stor, meta, ops...)
+	tid, _, err := tryCommit(testContext(t), stor, meta, ops...)
 	if err != nil {
 		t.Fatalf("commit: %v", err)
 	}
@@ -200,7 +219,7 @@ func commitMeta(t testing.TB, stor *zodb.Storage, meta zodb.TxnMeta, ops ...op) 
 
 func newOid(t testing.TB, stor *zodb.Storage) zodb.Oid {
 	t.Helper()
-	oid, err := stor.NewOid(context.Background())
+	oid, err := stor.NewOid(testContext(t))
 	if err != nil {
 		t.Fatalf("new oid: %v", err)
 	}
@@ -209,7 +228,7 @@ func newOid(t testing.TB, stor *zodb.Storage) zodb.Oid {
 
 func lastTid(t testing.TB, stor *zodb.Storage) zodb.Tid {
 	t.Helper()
-	tid, err := stor.LastTid(context.Background())
+	tid, err := stor.LastTid(testContext(t))
 	if err != nil {
 		t.Fatalf("lastTid: %v", err)
 	}
@@ -219,7 +238,7 @@ func lastTid(t testing.TB, stor *zodb.Storage) zodb.Tid {
 // load loads oid at at and fails the test on error.
 func load(t testing.TB, stor *zodb.Storage, oid zodb.Oid, at zodb.Tid) ([]byte, zodb.Tid) {
 	t.Helper()
-	data, serial, _, err := stor.Load(context.Background(), zodb.Xid{Oid: oid, At: at})
+	data, serial, _, err := stor.Load(testContext(t), zodb.Xid{Oid: oid, At: at})
 	if err != nil {
 		t.Fatalf("load %v: %v", zodb.Xid{Oid: oid, At: at}, err)
 	}
@@ -266,7 +285,7 @@ func (m model) tids() []zodb.Tid {
 func (m model) checkLoad(t testing.TB, stor *zodb.Storage, oid zodb.Oid, at zodb.Tid) {
 	t.Helper()
 	xid := zodb.Xid{Oid: oid, At: at}
-	data, serial, next, err := stor.Load(context.Background(), xid)
+	data, serial, next, err := stor.Load(testContext(t), xid)
 	revs := m[oid]
 	if len(revs) == 0 {
 		var e *zodb.NoObjectError
@@ -332,7 +351,7 @@ type iterTxn struct {
 
 func iterate(t testing.TB, stor *zodb.Storage, tidMin, tidMax zodb.Tid) []iterTxn {
 	t.Helper()
-	ctx := context.Background()
+	ctx := testContext(t)
 	it := stor.Iterate(ctx, tidMin, tidMax)
 	var v []iterTxn
 	for {
@@ -389,6 +408,20 @@ func (w *watcher) next(t testing.TB) *zodb.CommitEvent {
 	case <-time.After(waitTimeout):
 		t.Fatalf("watch: no event after %v", waitTimeout)
 		return nil
+	}
+}
+
+// until reads events up to the first one for a tid ≥ tid: a lost event
+// shows as a missing one, not as a wait.
+func (w *watcher) until(t testing.TB, tid zodb.Tid) []*zodb.CommitEvent {
+	t.Helper()
+	var v []*zodb.CommitEvent
+	for {
+		ev := w.next(t)
+		v = append(v, ev)
+		if ev.Tid >= tid {
+			return v
+		}
 	}
 }
 

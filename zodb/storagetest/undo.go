@@ -1,7 +1,6 @@
 package storagetest
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -14,7 +13,7 @@ import (
 func undoCommit(t *testing.T, stor *zodb.Storage, undoTid zodb.Tid) (zodb.Tid, []zodb.Oid, error) {
 	t.Helper()
 	var oids []zodb.Oid
-	tid, _, err := tryCommit(context.Background(), stor, zodb.TxnMeta{Description: fmt.Appendf(nil, "undo %v", undoTid)}, undoOp(undoTid, &oids))
+	tid, _, err := tryCommit(testContext(t), stor, zodb.TxnMeta{Description: fmt.Appendf(nil, "undo %v", undoTid)}, undoOp(undoTid, &oids))
 	if isUnsupported(err) {
 		t.Skipf("the driver has no undo: %v", err)
 	}
@@ -166,7 +165,7 @@ func testUndoConflict(t *testing.T, s *suite) {
 
 func testUndoLog(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	if _, err := stor.UndoLog(ctx, 0, 10, nil); isUnsupported(err) {
 		t.Skipf("the driver has no undo log: %v", err)
 	}

@@ -14,7 +14,7 @@ import (
 
 func testWatch(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	w := watch(t, stor, 64)
 	if head := lastTid(t, stor); w.at0 != head {
 		t.Errorf("AddWatch returned %v, lastTid is %v", w.at0, head)
@@ -83,8 +83,16 @@ func testWatch(t *testing.T, s *suite) {
 			}
 		}
 	}
+	events := w.until(t, tids[len(tids)-1])
 	for i, tid := range tids {
-		w.expect(t, tid, want[i]...)
+		if i >= len(events) {
+			t.Errorf("watch: no event for %v %v", tid, want[i])
+			continue
+		}
+		checkEvent(t, events[i], tid, want[i])
+	}
+	for _, ev := range events[min(len(tids), len(events)):] {
+		t.Errorf("watch: unexpected event %v %v", ev.Tid, ev.Changed)
 	}
 	w.none(t)
 }
@@ -105,7 +113,7 @@ func testWatchLastTid(t *testing.T, s *suite) {
 	var t2 zodb.Tid
 	var err2 error
 	wg.Go(func() {
-		t2, _, err2 = tryCommit(context.Background(), stor, zodb.TxnMeta{}, store(oid, t1, []byte("v2")))
+		t2, _, err2 = tryCommit(testContext(t), stor, zodb.TxnMeta{}, store(oid, t1, []byte("v2")))
 	})
 	// Nothing signals that the commit is waiting for the watcher: watch
 	// LastTid for a while.
@@ -136,7 +144,7 @@ func testWatchLastTid(t *testing.T, s *suite) {
 func testWatchLoadRace(t *testing.T, s *suite) {
 	const n = 100
 	stor, _ := s.open(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	ctx, cancel := context.WithTimeout(testContext(t), 4*waitTimeout)
 	defer cancel()
 	w := watch(t, stor, 0)
 	x, y := newOid(t, stor), newOid(t, stor)
@@ -211,7 +219,7 @@ func testCloseUnblocksCommit(t *testing.T, s *suite) {
 	t1 := commit(t, stor, store(oid, 0, []byte("v1")))
 	commitDone := make(chan error, 1)
 	go func() {
-		_, _, err := tryCommit(context.Background(), stor, zodb.TxnMeta{}, store(oid, t1, []byte("v2")))
+		_, _, err := tryCommit(testContext(t), stor, zodb.TxnMeta{}, store(oid, t1, []byte("v2")))
 		commitDone <- err
 	}()
 	closeDone := make(chan error, 1)
@@ -230,7 +238,7 @@ func testCloseUnblocksCommit(t *testing.T, s *suite) {
 }
 
 func testReadOnly(t *testing.T, s *suite) {
-	ctx := context.Background()
+	ctx := testContext(t)
 	url := s.newURL(t)
 	var oid zodb.Oid
 	var tid zodb.Tid
@@ -253,9 +261,12 @@ func testReadOnly(t *testing.T, s *suite) {
 		t.Logf("the data written is not visible through another handle: checking only that writes are refused")
 		ro = openURL(t, url, &zodb.OpenOptions{ReadOnly: true})
 	}
-	_, err := ro.Begin(ctx, zodb.TxnMeta{})
+	txn, err := ro.Begin(ctx, zodb.TxnMeta{})
 	if !errors.Is(err, zodb.ErrReadOnly) {
 		t.Errorf("begin on a read-only storage: %v, want ErrReadOnly", err)
+	}
+	if txn != nil {
+		txn.Abort(ctx)
 	}
 	_, err = ro.NewOids(ctx, 1)
 	if !errors.Is(err, zodb.ErrReadOnly) {
@@ -272,7 +283,7 @@ func testReadOnly(t *testing.T, s *suite) {
 
 func testClosed(t *testing.T, s *suite) {
 	stor, _ := s.open(t, nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	oid := newOid(t, stor)
 	t1 := commit(t, stor, store(oid, 0, []byte("v1")))
 	txn, err := stor.Begin(ctx, zodb.TxnMeta{})
@@ -306,8 +317,12 @@ func testClosed(t *testing.T, s *suite) {
 	add("newOids", err)
 	_, err = stor.History(ctx, oid, 1)
 	add("history", err)
-	_, err = stor.Begin(ctx, zodb.TxnMeta{})
-	add("begin", err)
+	if txn, err := stor.Begin(ctx, zodb.TxnMeta{}); err == nil {
+		add("begin", nil)
+		txn.Abort(ctx)
+	} else {
+		add("begin", err)
+	}
 	_, _, err = stor.Iterate(ctx, 0, zodb.TidMax).NextTxn(ctx)
 	add("iterate", err)
 	if _, err = stor.UndoLog(ctx, 0, 1, nil); !isUnsupported(err) {
@@ -330,7 +345,7 @@ func testSharedHandles(t *testing.T, s *suite) {
 	if !s.shared {
 		t.Skip("the driver does not share a storage between handles (see storagetest.SharedHandles)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	ctx, cancel := context.WithTimeout(testContext(t), 4*waitTimeout)
 	defer cancel()
 	url := s.newURL(t)
 	h := []*zodb.Storage{openURL(t, url, nil), openURL(t, url, nil)}
