@@ -140,13 +140,27 @@ func clientHandshake(ctx context.Context, raw net.Conn, tlsConf *tls.Config) (*L
 }
 
 // deadlineFromContext makes blocking I/O on c fail when ctx ends. The
-// returned function undoes it (c keeps the deadline it had then).
+// returned function undoes the hook: once it returns, ctx no longer
+// changes c's deadline (the caller then resets it).
 func deadlineFromContext(ctx context.Context, c net.Conn) (stop func()) {
 	if d, ok := ctx.Deadline(); ok {
 		c.SetDeadline(d)
 	}
-	unhook := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	return func() { unhook() }
+	var mu sync.Mutex
+	stopped := false
+	unhook := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			c.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	return func() {
+		unhook()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}
 }
 
 // ctxErr prefers ctx's error to the I/O error it caused.
