@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -769,4 +770,129 @@ func (l *Link) heldBytes() int {
 	l.wsem <- struct{}{}
 	defer func() { <-l.wsem }()
 	return l.held
+}
+
+// Asks, notifications and replies racing with Close all return.
+func TestConcurrentClose(t *testing.T) {
+	for range 20 {
+		ctx := testCtx(t)
+		c, s := pair(t)
+		serve(t, s, func(r *Request) {
+			if r.Msg.MsgCode() == proto.CodeAskLastTransaction {
+				go r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 1})
+			}
+		})
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				for {
+					var err error
+					if i%2 == 0 {
+						_, err = c.Ask(ctx, &proto.AskLastTransaction{})
+					} else {
+						err = c.Notify(ctx, &proto.NotifyReady{})
+					}
+					if err != nil {
+						if !errors.Is(err, ErrLinkDown) {
+							t.Errorf("got %v, want ErrLinkDown", err)
+						}
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() { c.Close() })
+		wg.Wait()
+		if c.Err() == nil {
+			t.Fatal("link up after Close")
+		}
+	}
+}
+
+// Message ids wrap at 2³², skipping ids still pending.
+func TestMsgIDWrap(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	first, err := c.Start(ctx, &proto.AskLastTransaction{}) // id 0, left pending
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nextID = 1<<32 - 1
+	c.mu.Unlock()
+	var ids []uint32
+	for range 2 {
+		call, err := c.Start(ctx, &proto.AskLastTransaction{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, call.MsgID())
+	}
+	if first.MsgID() != 0 || ids[0] != 1<<32-1 || ids[1] != 1 {
+		t.Fatalf("ids %d, %v; want 0, [4294967295 1]", first.MsgID(), ids)
+	}
+	for range 3 {
+		r, err := s.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Reply(ctx, &proto.AnswerLastTransaction{Tid: zodb.Tid(r.MsgID)})
+	}
+	for _, call := range []*Call{first} {
+		if a, err := call.Wait(ctx); err != nil || a.(*proto.AnswerLastTransaction).Tid != 0 {
+			t.Fatalf("got %v, %v", a, err)
+		}
+	}
+}
+
+// Nothing is left running once links and listeners are closed.
+func TestNoGoroutineLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		ctx := testCtx(t)
+		ln, err := Listen(ctx, "127.0.0.1:0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		for range 5 {
+			var sl *Link
+			accepted := make(chan struct{})
+			go func() {
+				defer close(accepted)
+				sl, _ = ln.Accept(ctx)
+			}()
+			c, err := Dial(ctx, ln.Addr().String(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-accepted
+			c.Notify(ctx, &proto.NotifyReady{})
+			sl.Recv(ctx)
+			c.Close()
+			sl.Close()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestReplyAfterClose(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	c.Notify(ctx, &proto.NotifyReady{})
+	r, err := s.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := r.Reply(ctx, &proto.AnswerLastTransaction{}); !errors.Is(err, ErrLinkDown) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v", err)
+	}
 }
