@@ -39,6 +39,8 @@ type Connection struct {
 	changed   []IPersistent
 	isChanged map[Oid]bool
 	added     map[Oid]IPersistent
+	// objects whose state the commit depends on (ReadCurrent)
+	readCurrent map[Oid]Tid
 
 	// two-phase commit
 	stxn     ITxn
@@ -48,10 +50,45 @@ type Connection struct {
 
 func newConnection(db *DB) *Connection {
 	return &Connection{
-		db:        db,
-		cache:     map[Oid]weak.Pointer[Persistent]{},
-		isChanged: map[Oid]bool{},
-		added:     map[Oid]IPersistent{},
+		db:          db,
+		cache:       map[Oid]weak.Pointer[Persistent]{},
+		isChanged:   map[Oid]bool{},
+		added:       map[Oid]IPersistent{},
+		readCurrent: map[Oid]Tid{},
+	}
+}
+
+// ReadCurrent requires obj to be unchanged (still at the revision this
+// transaction read) when the transaction commits, even if the
+// transaction does not change it, else the commit fails with a
+// ReadConflictError (ZODB's readCurrent). obj must be loaded.
+func (c *Connection) ReadCurrent(obj IPersistent) error {
+	p := obj.persistentBase()
+	if p.jar != c {
+		return fmt.Errorf("%s: read current: object is not of this connection", c.db.name)
+	}
+	if p.state == Ghost {
+		return fmt.Errorf("%s: read current %v: object is a ghost", c.db.name, p.oid)
+	}
+	if p.serial != 0 {
+		c.readCurrent[p.oid] = p.serial
+	}
+	return nil
+}
+
+// CacheMinimize turns every loaded, unchanged object of the cache into a
+// ghost, freeing its state (ZODB's cacheMinimize).
+func (c *Connection) CacheMinimize() {
+	c.mu.Lock()
+	var objs []*Persistent
+	for _, wp := range c.cache {
+		if p := wp.Value(); p != nil {
+			objs = append(objs, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range objs {
+		p.PDeactivate()
 	}
 }
 
@@ -583,6 +620,7 @@ func (c *Connection) resetChanges() {
 	c.changed = nil
 	clear(c.isChanged)
 	clear(c.added)
+	clear(c.readCurrent)
 	c.resolved = nil
 	c.stxn = nil
 }
@@ -590,7 +628,7 @@ func (c *Connection) resetChanges() {
 // TPCBegin starts the storage's two-phase commit if there is something to
 // store.
 func (c *Connection) TPCBegin(ctx context.Context, txn *transaction.Transaction) error {
-	if len(c.changed) == 0 {
+	if len(c.changed) == 0 && len(c.readCurrent) == 0 {
 		return nil
 	}
 	meta := TxnMeta{User: []byte(txn.User()), Description: []byte(txn.Description())}
@@ -631,6 +669,14 @@ func (c *Connection) Commit(ctx context.Context, txn *transaction.Transaction) e
 			return fmt.Errorf("%s: store %v (%s): %w", c.db.name, p.oid, p.className(), err)
 		}
 		if err := c.stxn.Store(ctx, p.oid, p.serial, data); err != nil {
+			return fmt.Errorf("%s: %w", c.db.name, err)
+		}
+	}
+	for oid, serial := range c.readCurrent {
+		if c.isChanged[oid] {
+			continue // stored: checked by Store
+		}
+		if err := c.stxn.CheckCurrentSerial(ctx, oid, serial); err != nil {
 			return fmt.Errorf("%s: %w", c.db.name, err)
 		}
 	}

@@ -750,3 +750,64 @@ func TestAppIdleConnectionEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAppReadCurrent: a transaction that depends on an object it did not
+// change fails if another transaction changed it.
+func TestAppReadCurrent(t *testing.T) {
+	db := openDB(t, "mem://", nil)
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		root.Set("a", zodb.NewPersistentMapping())
+		root.Set("b", zodb.NewPersistentMapping())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	txn, ctx := transaction.New(context.Background())
+	conn, err := db.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := conn.Root(ctx)
+	a := mustGet[*zodb.PersistentMapping](t, ctx, r.(*zodb.PersistentMapping), "a")
+	b := mustGet[*zodb.PersistentMapping](t, ctx, r.(*zodb.PersistentMapping), "b")
+	if err := conn.ReadCurrent(a); err != nil {
+		t.Fatal(err)
+	}
+	b.Set("x", "from a")
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		mustGet[*zodb.PersistentMapping](t, ctx, root, "a").Set("y", 1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err = txn.Commit(ctx)
+	var rc *zodb.ReadConflictError
+	if !errors.As(err, &rc) || rc.Oid != a.POid() {
+		t.Errorf("commit: %v, want a ReadConflictError on %v", err, a.POid())
+	}
+}
+
+// TestAppCacheMinimize: loaded objects become ghosts and load again.
+func TestAppCacheMinimize(t *testing.T) {
+	db := openDB(t, "mem://", nil)
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		m := zodb.NewPersistentMapping()
+		m.Set("k", "v")
+		root.Set("m", m)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		m := mustGet[*zodb.PersistentMapping](t, ctx, root, "m")
+		conn.CacheMinimize()
+		if m.PState() != zodb.Ghost || m.Data != nil {
+			t.Errorf("after CacheMinimize: %v, data %v", m.PState(), m.Data)
+		}
+		if err := m.PActivate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := m.Get("k"); v != "v" {
+			t.Errorf("k = %v", v)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

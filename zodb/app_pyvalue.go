@@ -2,6 +2,7 @@ package zodb
 
 import (
 	"fmt"
+	"iter"
 	"math"
 	"math/big"
 	"strings"
@@ -284,6 +285,17 @@ func (d *PyDict) find(k any) int {
 		}
 	}
 	return -1
+}
+
+// All iterates over the items in insertion order.
+func (d *PyDict) All() iter.Seq2[any, any] {
+	return func(yield func(k, v any) bool) {
+		for _, it := range d.items {
+			if !yield(it.Key, it.Value) {
+				return
+			}
+		}
+	}
 }
 
 // Get returns the value of key k.
