@@ -244,12 +244,15 @@ func testHistory(t *testing.T, s *suite) {
 		tids = append(tids, tid)
 		serial = tid
 	}
-	for _, size := range []int{1, 2, 5, 100} {
+	for _, size := range []int{1, 2, 5, 100, 0, -1} {
 		h, err := stor.History(ctx, oid, size)
 		if err != nil {
 			t.Fatalf("history(%v, %d): %v", oid, size, err)
 		}
 		want := min(size, 5)
+		if size <= 0 {
+			want = 5 // all
+		}
 		if len(h) != want {
 			t.Errorf("history(%v, %d): %d entries, want %d", oid, size, len(h), want)
 			continue
