@@ -276,10 +276,6 @@ func testIterate(t *testing.T, s *suite) {
 		t.Fatal(err)
 	}
 	// Five transactions, records stored in a known order.
-	type txnSpec struct {
-		desc string
-		recs []zodb.DataInfo
-	}
 	m := model{}
 	var want []iterTxn
 	specs := [][]zodb.Oid{{oids[2], oids[0], oids[1]}, {oids[1]}, {oids[0], oids[2]}, {oids[2]}, {oids[1], oids[0]}}
