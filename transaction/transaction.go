@@ -94,6 +94,7 @@ type Transaction struct {
 	user        string
 	description string
 	extension   []ExtensionItem
+	savepoints  int // how many savepoints can be rolled back to
 }
 
 type ctxKey struct{}

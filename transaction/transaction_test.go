@@ -240,3 +240,59 @@ func TestMeta(t *testing.T) {
 		t.Errorf("extension %v", got)
 	}
 }
+
+func TestSavepointNeedsSupport(t *testing.T) {
+	var log []string
+	txn, ctx := New(context.Background())
+	txn.Join(&recorder{key: "a", log: &log})
+	if _, err := txn.Savepoint(ctx); err == nil {
+		t.Error("savepoint of a data manager without savepoints succeeded")
+	}
+}
+
+type spRecorder struct {
+	*recorder
+}
+
+type spState struct {
+	r    *spRecorder
+	name string
+}
+
+func (s spState) Rollback(ctx context.Context) error { return s.r.call("rollback-" + s.name) }
+
+func (r *spRecorder) Savepoint(ctx context.Context, txn *Transaction) (DataManagerSavepoint, error) {
+	n := 0
+	for _, l := range *r.log {
+		if strings.HasPrefix(l, r.key+".savepoint") {
+			n++
+		}
+	}
+	name := fmt.Sprint(n + 1)
+	return spState{r, name}, r.call("savepoint" + name)
+}
+
+func TestSavepointRollback(t *testing.T) {
+	var log []string
+	txn, ctx := New(context.Background())
+	txn.Join(&spRecorder{&recorder{key: "a", log: &log}})
+	sp1, err := txn.Savepoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn.Join(&spRecorder{&recorder{key: "b", log: &log}})
+	sp2, err := txn.Savepoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp1.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp2.Rollback(ctx); err == nil {
+		t.Error("rollback to a savepoint taken after the one rolled back to succeeded")
+	}
+	want := split("a.savepoint1 a.savepoint2 b.savepoint1 a.rollback-1 b.abort")
+	if !reflect.DeepEqual(log, want) {
+		t.Errorf("calls\ngot  %v\nwant %v", log, want)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
 	"sync"
@@ -745,4 +746,87 @@ func (c *Connection) AfterCompletion(txn *transaction.Transaction) {
 	c.txn = nil
 	c.group = nil
 	c.db.release(c)
+}
+
+// connSavepoint is the state of a connection's changes at a savepoint:
+// the record of every changed object.
+type connSavepoint struct {
+	c       *Connection
+	records map[Oid][]byte
+	changed []IPersistent
+	added   map[Oid]IPersistent
+}
+
+// Savepoint records the changed objects' states (transaction.Savepointer).
+func (c *Connection) Savepoint(ctx context.Context, txn *transaction.Transaction) (transaction.DataManagerSavepoint, error) {
+	sp := &connSavepoint{c: c, records: map[Oid][]byte{}, added: map[Oid]IPersistent{}}
+	// Encoding may add new objects reachable from changed ones: c.changed
+	// grows while it is walked.
+	for i := 0; i < len(c.changed); i++ {
+		obj := c.changed[i]
+		p := obj.persistentBase()
+		if p.state != Changed {
+			continue
+		}
+		data, err := c.encodeObject(ctx, obj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: savepoint %v (%s): %w", c.db.name, p.oid, p.className(), err)
+		}
+		sp.records[p.oid] = data
+	}
+	sp.changed = append(sp.changed, c.changed...)
+	maps.Copy(sp.added, c.added)
+	return sp, nil
+}
+
+// Rollback brings the changed objects back to their state at the
+// savepoint: objects changed after it are reloaded, objects added after
+// it leave the connection.
+func (sp *connSavepoint) Rollback(ctx context.Context) error {
+	c := sp.c
+	for _, obj := range c.changed {
+		p := obj.persistentBase()
+		if _, saved := sp.records[p.oid]; saved {
+			continue
+		}
+		if _, isNew := c.added[p.oid]; isNew {
+			if _, wasNew := sp.added[p.oid]; !wasNew {
+				c.mu.Lock()
+				delete(c.cache, p.oid)
+				c.mu.Unlock()
+				p.jar, p.oid, p.serial, p.oidBytes = nil, 0, 0, ""
+				p.state = UpToDate
+				continue
+			}
+		}
+		if p.state == Changed {
+			p.ghostify()
+		}
+	}
+	c.changed = append([]IPersistent(nil), sp.changed...)
+	clear(c.isChanged)
+	clear(c.added)
+	maps.Copy(c.added, sp.added)
+	for _, obj := range c.changed {
+		p := obj.persistentBase()
+		c.isChanged[p.oid] = true
+		data, saved := sp.records[p.oid]
+		if !saved {
+			continue
+		}
+		serial := p.serial
+		if p.state != Ghost {
+			p.ghostify()
+		}
+		d := c.newDecoder(ctx, data)
+		desc, err := d.decode()
+		if err == nil {
+			err = c.setState(ctx, obj, d, desc, serial)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: rollback %v: %w", c.db.name, p.oid, err)
+		}
+		p.state = Changed
+	}
+	return nil
 }

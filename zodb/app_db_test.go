@@ -811,3 +811,64 @@ func TestAppCacheMinimize(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAppSavepoint: rolling back to a savepoint restores the changed
+// objects as they were and drops the objects added since.
+func TestAppSavepoint(t *testing.T) {
+	db := openDB(t, "mem://", nil)
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		root.Set("m", zodb.NewPersistentMapping())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		txn := transaction.Current(ctx)
+		m := mustGet[*zodb.PersistentMapping](t, ctx, root, "m")
+		m.Set("k", "before")
+		kept := zodb.NewPersistentMapping()
+		root.Set("kept", kept)
+		sp, err := txn.Savepoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Set("k", "after")
+		kept.Set("x", 1)
+		dropped := zodb.NewPersistentMapping()
+		root.Set("dropped", dropped)
+		if err := conn.Add(ctx, dropped); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // a savepoint can be rolled back to again
+			if err := sp.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if v, _ := m.Get("k"); v != "before" {
+				t.Errorf("m[k] = %v after rollback", v)
+			}
+			if _, ok := root.Get("dropped"); ok {
+				t.Error("root still refers to the object added after the savepoint")
+			}
+			if dropped.PJar() != nil {
+				t.Error("object added after the savepoint is still in the connection")
+			}
+			m.Set("k", "again")
+		}
+		m.Set("k", "final")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		if v, _ := mustGet[*zodb.PersistentMapping](t, ctx, root, "m").Get("k"); v != "final" {
+			t.Errorf("m[k] = %v", v)
+		}
+		kept := mustGet[*zodb.PersistentMapping](t, ctx, root, "kept")
+		if _, ok := kept.Get("x"); ok {
+			t.Error("change after the savepoint was committed")
+		}
+		if _, ok := root.Get("dropped"); ok {
+			t.Error("object added after the savepoint was committed")
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
