@@ -37,3 +37,25 @@ func TestSocketOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestListenerSocketOptions(t *testing.T) {
+	ln, err := Listen(testCtx(t), "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sc, err := ln.nl.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := sc.Control(func(fd uintptr) {
+		v, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR)
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if v != 1 {
+		t.Fatalf("SO_REUSEADDR = %d, want 1", v)
+	}
+}
