@@ -872,3 +872,32 @@ func TestAppSavepoint(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAppUseAfterTransaction: objects of a connection whose transaction
+// ended cannot be loaded or changed.
+func TestAppUseAfterTransaction(t *testing.T) {
+	db := openDB(t, "mem://", nil)
+	var m *zodb.PersistentMapping
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		m = root
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.PDeactivate()
+	if err := m.PActivate(context.Background()); err == nil {
+		t.Error("activation after the transaction ended succeeded")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("PModify after the transaction ended did not panic")
+		}
+	}()
+	// an up-to-date object of an ended transaction
+	var n *zodb.PersistentMapping
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+		n = root
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n.PModify()
+}

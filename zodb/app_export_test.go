@@ -1,6 +1,10 @@
 package zodb
 
-import "context"
+import (
+	"context"
+
+	"github.com/neozodb/neo/transaction"
+)
 
 // ReencodeObject loads oid through a new connection of db (at the
 // storage's last tid, with an empty cache) and encodes it again as a
@@ -12,6 +16,7 @@ func ReencodeObject(ctx context.Context, db *DB, oid Oid) (IPersistent, []byte, 
 		return nil, nil, err
 	}
 	c.at = at
+	c.txn = &transaction.Transaction{}
 	// a connection of every database of the multi-database, at their
 	// last tid
 	c.group = map[string]*Connection{db.name: c}
@@ -22,6 +27,7 @@ func ReencodeObject(ctx context.Context, db *DB, oid Oid) (IPersistent, []byte, 
 				return nil, nil, err
 			}
 			oc.group = c.group
+			oc.txn = c.txn
 			c.group[name] = oc
 		}
 	}

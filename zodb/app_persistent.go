@@ -144,6 +144,9 @@ func (p *Persistent) PActivate(ctx context.Context) error {
 	if p.jar == nil {
 		return fmt.Errorf("activate %s: object is not in a connection", p.className())
 	}
+	if p.jar.txn == nil {
+		return fmt.Errorf("activate %s %v: its connection's transaction is over", p.className(), p.oid)
+	}
 	return p.jar.load(ctx, p)
 }
 
@@ -174,6 +177,9 @@ func (p *Persistent) PModify() {
 		return
 	case Ghost:
 		panic(fmt.Sprintf("zodb: PModify of ghost %s %v: PActivate it first", p.className(), p.oid))
+	}
+	if p.jar.txn == nil {
+		panic(fmt.Sprintf("zodb: PModify of %s %v: its connection's transaction is over", p.className(), p.oid))
 	}
 	p.state = Changed
 	p.jar.registerChanged(p.self)
