@@ -201,6 +201,9 @@ func (db *DB) open(ctx context.Context, txn *transaction.Transaction, group map[
 		return nil, err
 	}
 	db.mu.Lock()
+	// The snapshot is the head: a new connection receives the events
+	// after it only.
+	at = db.head
 	var conn *Connection
 	if n := len(db.pool); n > 0 {
 		conn = db.pool[n-1]
