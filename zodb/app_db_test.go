@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -900,4 +901,81 @@ func TestAppUseAfterTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.PModify()
+}
+
+// TestAppCorruptRecords: records that make no sense give errors naming
+// the object, never a panic.
+func TestAppCorruptRecords(t *testing.T) {
+	db := openDB(t, "mem://", nil)
+	if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {}); err != nil {
+		t.Fatal(err)
+	}
+	pm := zodb.PyGlobal{Module: "persistent.mapping", Name: "PersistentMapping"}
+	enc := func(desc, state any) []byte {
+		b, err := zodb.EncodeRecord(desc, state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	dataDict := func(v any) *zodb.PyDict {
+		d := zodb.NewPyDict()
+		d.Set("data", v)
+		return d
+	}
+	refIn := func(pid any) *zodb.PyDict {
+		d := zodb.NewPyDict()
+		d.Set("r", &zodb.PyRef{Pid: pid})
+		return dataDict(d)
+	}
+	records := map[string][]byte{
+		"truncated":           enc(pm, dataDict(zodb.NewPyDict()))[:30],
+		"class is an int":     enc(int64(1), zodb.NewPyDict()),
+		"state is a list":     enc(pm, &zodb.PyList{}),
+		"data is a list":      enc(pm, dataDict(&zodb.PyList{})),
+		"short oid":           enc(pm, refIn(zodb.PyTuple{zodb.PyBytes("abc"), pm})),
+		"unknown database":    enc(pm, refIn(&zodb.PyList{Items: []any{"m", zodb.PyTuple{"nowhere", zodb.PyBytes("\x00\x00\x00\x00\x00\x00\x00\x01"), pm}}})),
+		"reference is a str":  enc(pm, refIn("not an oid")),
+		"bare oid of nothing": enc(pm, refIn(zodb.PyBytes("\x00\x00\x00\x00\x00\x00\x99\x99"))),
+		"trailing bytes":      append(enc(pm, dataDict(zodb.NewPyDict())), 'x'),
+	}
+	ctx0 := context.Background()
+	stor := db.Storage()
+	oids := map[string]zodb.Oid{}
+	stxn, err := stor.Begin(ctx0, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, rec := range records {
+		oid, err := stor.NewOid(ctx0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oids[name] = oid
+		if err := stxn.Store(ctx0, oid, 0, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := stxn.Vote(ctx0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stxn.Finish(ctx0); err != nil {
+		t.Fatal(err)
+	}
+	txn, ctx := transaction.New(ctx0)
+	defer txn.Abort(ctx)
+	conn, err := db.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, oid := range oids {
+		obj, err := conn.Get(ctx, oid)
+		if err == nil {
+			t.Errorf("%s: loaded as %T", name, obj)
+			continue
+		}
+		if !strings.Contains(err.Error(), oid.String()) {
+			t.Errorf("%s: error does not name the object: %v", name, err)
+		}
+	}
 }
