@@ -937,7 +937,6 @@ func TestAppCorruptRecords(t *testing.T) {
 		"unknown database":    enc(pm, refIn(&zodb.PyList{Items: []any{"m", zodb.PyTuple{"nowhere", zodb.PyBytes("\x00\x00\x00\x00\x00\x00\x00\x01"), pm}}})),
 		"reference is a str":  enc(pm, refIn("not an oid")),
 		"bare oid of nothing": enc(pm, refIn(zodb.PyBytes("\x00\x00\x00\x00\x00\x00\x99\x99"))),
-		"trailing bytes":      append(enc(pm, dataDict(zodb.NewPyDict())), 'x'),
 	}
 	ctx0 := context.Background()
 	stor := db.Storage()
