@@ -223,10 +223,6 @@ func TestUnixSocketAndOpen(t *testing.T) {
 	if st == nil {
 		t.FailNow()
 	}
-	go func() {
-		m := c.expect("lastTransaction")
-		c.reply(m, zodb.Tid(0x0300).Bytes())
-	}()
 	tid, err := st.LastTid(ctxT(t))
 	if err != nil || tid != 0x0300 {
 		t.Errorf("LastTid = %v, %v", tid, err)
@@ -380,20 +376,17 @@ func expectEvent(t *testing.T, watchq <-chan zodb.Event, tid zodb.Tid, oids ...z
 	}
 }
 
-// lastTid asks LastTid while the script answers lastTransaction.
+// lastTid checks LastTid once the events up to want were delivered.
 func lastTid(t *testing.T, s *Storage, c *scriptConn, want zodb.Tid) {
 	t.Helper()
-	got := make(chan zodb.Tid, 1)
-	go func() {
-		tid, err := s.LastTid(ctxT(t))
-		if err != nil {
-			t.Errorf("LastTid: %v", err)
-		}
-		got <- tid
-	}()
-	c.reply(c.expect("lastTransaction"), want.Bytes())
-	if tid := <-got; tid != want {
-		t.Errorf("LastTid = %v, want %v", tid, want)
+	if _, err := s.conn(ctxT(t)); err != nil { // connection set up
+		t.Fatal(err)
+	}
+	if err := s.waitHead(ctxT(t), want); err != nil {
+		t.Fatal(err)
+	}
+	if tid, err := s.LastTid(ctxT(t)); tid != want || err != nil {
+		t.Errorf("LastTid = %v, %v; want %v", tid, err, want)
 	}
 }
 

@@ -1060,15 +1060,6 @@ func (r *replayer) classify(p *peer, f *tFrame) func() {
 	}
 
 	switch m.method {
-	case "lastTransaction":
-		return func() {
-			c, cancel := ctx()
-			defer cancel()
-			tid, err := p.drv.LastTid(c)
-			if err != nil || tid != mustTid(reply) {
-				t.Errorf("%s: LastTid = %v, %v; want %v", what, tid, err, formatValue(reply))
-			}
-		}
 	case "ping":
 		return func() {
 			c, cancel := ctx()

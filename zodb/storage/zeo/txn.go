@@ -43,11 +43,26 @@ func (s *Storage) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, erro
 	if s.readOnly {
 		return nil, s.opErr("tpc_begin", nil, zodb.ErrReadOnly)
 	}
-	c, err := s.conn(ctx)
+	ext, err := decodeExtension(meta.Extension)
 	if err != nil {
 		return nil, s.opErr("tpc_begin", nil, err)
 	}
-	ext, err := decodeExtension(meta.Extension)
+	// One transaction at a time on the connection, as ZEO's client: a
+	// second Begin waits for the first transaction to finish or abort.
+	select {
+	case s.txnSlot <- struct{}{}:
+	case <-ctx.Done():
+		return nil, s.opErr("tpc_begin", nil, ctx.Err())
+	case <-s.closed:
+		return nil, s.opErr("tpc_begin", nil, zodb.ErrClosed)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			<-s.txnSlot
+		}
+	}()
+	c, err := s.conn(ctx)
 	if err != nil {
 		return nil, s.opErr("tpc_begin", nil, err)
 	}
@@ -73,6 +88,7 @@ func (s *Storage) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, erro
 	if err := c.async("tpc_begin", tuple{id, user, desc, ext, tid, status}); err != nil {
 		return nil, s.opErr("tpc_begin", nil, err)
 	}
+	ok = true
 	return &txn{s: s, c: c, id: id, meta: meta, stored: map[zodb.Oid]bool{}}, nil
 }
 
@@ -148,13 +164,10 @@ func (t *txn) CheckCurrentSerial(ctx context.Context, oid zodb.Oid, serial zodb.
 	return t.send("checkCurrentSerial", oid, "checkCurrentSerialInTransaction", tuple{oid.Bytes(), serial.Bytes(), t.id})
 }
 
-// Restore sends restorea(oid, tid, data, prev_txn): the transaction must
-// have been begun with a Tid. With data nil and dataTid set, the data of
+// Restore sends restorea(oid, tid, data, prev_txn), tid being the one the
+// transaction was begun with (z64 when the server allocates it). With data nil and dataTid set, the data of
 // revision dataTid is loaded first (ZEO's restore carries the data).
 func (t *txn) Restore(ctx context.Context, oid zodb.Oid, data []byte, dataTid zodb.Tid) error {
-	if t.meta.Tid == 0 {
-		return t.opErr("restore", oid, &zodb.TransactionError{Msg: "restore in a transaction begun without a tid"})
-	}
 	var d, prev any
 	if data != nil {
 		d = data
@@ -318,14 +331,18 @@ func (t *txn) Finish(ctx context.Context) (zodb.Tid, error) {
 		err = tidErr
 	}
 	if err != nil {
+		// The transaction is over: the server aborts it when it cannot
+		// finish it, and so does the loss of the connection.
 		t.mu.Lock()
-		t.state = txnFailed
+		t.state = txnAborted
 		t.mu.Unlock()
+		<-t.s.txnSlot
 		return 0, t.opErr("finish", nil, err)
 	}
 	t.mu.Lock()
 	t.state = txnFinished
 	t.mu.Unlock()
+	<-t.s.txnSlot
 	t.s.sendIteratorGC(t.c)
 	if err := t.s.waitHead(ctx, tid); err != nil {
 		return tid, t.opErr("finish", tid, err)
@@ -344,6 +361,7 @@ func (t *txn) Abort(ctx context.Context) error {
 	}
 	t.state = txnAborted
 	t.mu.Unlock()
+	defer func() { <-t.s.txnSlot }()
 	if t.c.isDown() {
 		return nil
 	}

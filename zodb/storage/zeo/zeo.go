@@ -90,9 +90,10 @@ type Storage struct {
 	evReady   chan struct{} // signalled when events were added (cap 1)
 	oidPool   []zodb.Oid
 	nextTxnID int64
-	iterGC    []int64  // server iterator ids to drop after the next commit
-	info      *dict    // last get_info / info
-	at0       zodb.Tid // the server's last tid when opened
+	iterGC    []int64       // server iterator ids to drop after the next commit
+	info      *dict         // last get_info / info
+	txnSlot   chan struct{} // holds a token while a transaction is open
+	at0       zodb.Tid      // the server's last tid when opened
 
 	closed      chan struct{}
 	closedCtx   context.Context // done once closed
@@ -159,6 +160,7 @@ func open(ctx context.Context, u *url.URL, opt *zodb.DriverOptions) (zodb.IStora
 		headMoved:   make(chan struct{}),
 		evReady:     make(chan struct{}, 1),
 		closed:      make(chan struct{}),
+		txnSlot:     make(chan struct{}, 1),
 	}
 	s.closedCtx, s.closeCancel = context.WithCancel(context.Background())
 	c, err := s.connect(ctx, true)
@@ -668,26 +670,23 @@ func (s *Storage) loadSerial(ctx context.Context, oid zodb.Oid, serial zodb.Tid)
 	return data, nil
 }
 
-// LastTid returns the server's last tid, once the events up to it were
-// delivered to Watchq (ZEO's client answers it from its cache; asking the
-// server makes it current).
+// LastTid returns the tid of the last transaction whose event was handed
+// to Watchq (ZEO's client also answers it locally, from what the server
+// told it). It does not wait for events a watcher has not taken yet.
 func (s *Storage) LastTid(ctx context.Context) (zodb.Tid, error) {
-	r, err := s.call(ctx, "lastTransaction")
-	if err != nil {
-		return 0, s.opErr("lastTransaction", nil, err)
+	if s.isClosed() {
+		return 0, s.opErr("lastTransaction", nil, zodb.ErrClosed)
 	}
-	tid, err := tidArg(r)
-	if err != nil {
-		return 0, s.opErr("lastTransaction", nil, err)
-	}
-	if err := s.waitHead(ctx, tid); err != nil {
-		return 0, s.opErr("lastTransaction", nil, err)
-	}
-	return tid, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.head, nil
 }
 
 // NewOids allocates n oids, from batches the server hands out (new_oids()).
 func (s *Storage) NewOids(ctx context.Context, n int) ([]zodb.Oid, error) {
+	if s.isClosed() {
+		return nil, s.opErr("new_oids", nil, zodb.ErrClosed)
+	}
 	if s.readOnly {
 		return nil, s.opErr("new_oids", nil, zodb.ErrReadOnly)
 	}
@@ -792,21 +791,33 @@ func (s *Storage) History(ctx context.Context, oid zodb.Oid, size int) ([]zodb.H
 	return out, nil
 }
 
-// UndoLog lists undoable transactions, newest first (undoLog(first, last)).
-// The filter is applied here, to the entries the server returned.
+// UndoLog lists undoable transactions, newest first (undoLog(first,
+// last)). ZEO cannot pass a filter to the server: with a filter, the whole
+// log is fetched, filtered here, and then cut to first/last.
 func (s *Storage) UndoLog(ctx context.Context, first, last int, filter func(*zodb.UndoInfo) bool) ([]zodb.UndoInfo, error) {
-	r, err := s.call(ctx, "undoLog", int64(first), int64(last))
+	if filter == nil {
+		r, err := s.call(ctx, "undoLog", int64(first), int64(last))
+		if err != nil {
+			return nil, s.opErr("undoLog", nil, err)
+		}
+		out, err := undoInfos(r)
+		return out, s.opErr("undoLog", nil, err)
+	}
+	r, err := s.call(ctx, "undoLog", int64(0), int64(math.MaxInt32))
 	if err != nil {
 		return nil, s.opErr("undoLog", nil, err)
 	}
-	out, err := undoInfos(r)
+	all, err := undoInfos(r)
 	if err != nil {
 		return nil, s.opErr("undoLog", nil, err)
 	}
-	if filter != nil {
-		out = slices.DeleteFunc(out, func(u zodb.UndoInfo) bool { return !filter(&u) })
+	all = slices.DeleteFunc(all, func(u zodb.UndoInfo) bool { return !filter(&u) })
+	n := last - first
+	if last < 0 {
+		n = -last
 	}
-	return out, nil
+	first = min(max(first, 0), len(all))
+	return all[first:min(first+max(n, 0), len(all))], nil
 }
 
 // undoInfo is the server's undoInfo(first, last, spec).
