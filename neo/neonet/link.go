@@ -664,6 +664,9 @@ func (l *Link) readPackets() error {
 		for {
 			n, err := l.scan.next(l.buf[l.r:l.w])
 			if err == errIncomplete {
+				if l.w-l.r >= MaxPacketSize {
+					return &MalformedError{Offset: l.offset, What: fmt.Sprintf("packet larger than the %d-byte limit", MaxPacketSize)}
+				}
 				break
 			}
 			if err != nil {
