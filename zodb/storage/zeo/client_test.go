@@ -41,12 +41,8 @@ func newScriptServer(t *testing.T, network, addr string, letter byte) *scriptSer
 	return &scriptServer{t: t, ln: ln, letter: letter}
 }
 
-func (ss *scriptServer) url() string {
-	if ss.ln.Addr().Network() == "unix" {
-		return "zeo://" + ss.ln.Addr().String()
-	}
-	return "zeo://" + ss.ln.Addr().String()
-}
+// url is zeo://host:port, or zeo:///path for a Unix socket.
+func (ss *scriptServer) url() string { return "zeo://" + ss.ln.Addr().String() }
 
 // accept takes the next connection and does the server's handshake.
 func (ss *scriptServer) accept() *scriptConn {

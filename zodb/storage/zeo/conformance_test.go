@@ -36,10 +36,7 @@ func TestConformance(t *testing.T) {
 		t.Skip("ZEO_SERVER is not set: no ZEO server to run the conformance suite against " +
 			"(set ZEO_SERVER=host:port of a fresh runzeo serving storages 1, 2, 3, …; see the doc of TestConformance)")
 	}
-	base := "zeo://" + server
-	if server[0] == '/' {
-		base = "zeo://" + server
-	}
+	base := "zeo://" + server // host:port, or /path giving zeo:///path
 	var n atomic.Int64
 	storagetest.Run(t, func(t testing.TB) string {
 		return fmt.Sprintf("%s?storage=%d", base, n.Add(1))

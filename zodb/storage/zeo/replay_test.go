@@ -715,11 +715,6 @@ func (r *replayer) msgOf(f *tFrame) *msg {
 	return m
 }
 
-func (r *replayer) args(f *tFrame) tuple {
-	a, _ := r.msgOf(f).args.(tuple)
-	return a
-}
-
 func (r *replayer) replyOf(f *tFrame) *tFrame {
 	if f.Reply == nil {
 		return nil

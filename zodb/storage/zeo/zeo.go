@@ -31,6 +31,10 @@
 //     oids, Vote returns them (with the oids whose conflicts were resolved).
 //   - The server reports a deleted object as POSKeyError, so Load returns
 //     *zodb.NoObjectError for it, not *zodb.NoDataError.
+//   - LastTid is answered locally, as ZEO's client does: the last tid
+//     whose commit event was handed to Watchq.
+//   - One transaction at a time per Storage (ZEO allows one per
+//     connection): Begin waits while another transaction is open.
 //   - Pack packs at the time of packTid (rounded up to what a float time
 //     can say) and always collects garbage, as ZEO's server does.
 //   - UndoLog's filter is applied on the client, to the entries
@@ -40,7 +44,6 @@ package zeo
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -940,5 +943,3 @@ func decodeExtension(b []byte) (*dict, error) {
 	}
 	return d, nil
 }
-
-var errNotInTxn = errors.New("not in a transaction")
