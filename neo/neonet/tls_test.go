@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"strings"
@@ -217,5 +218,24 @@ func TestTLSConfigErrors(t *testing.T) {
 	foreignCRL := append(append([]byte(nil), ca.pem...), other.crl(t)...)
 	if _, err := TLSConfig(foreignCRL, cert, key); err == nil || !strings.Contains(err.Error(), "not signed") {
 		t.Errorf("CRL of an unknown CA: %v", err)
+	}
+}
+
+// Abort over TLS: the answer arrives, then the link closes cleanly.
+func TestTLSAbort(t *testing.T) {
+	ctx := testCtx(t)
+	ca := newTestCA(t, "cluster CA")
+	c, s := pairTLS(t, node(t, ca.pem, ca, "client"), node(t, ca.pem, ca, "master"))
+	serve(t, s, func(r *Request) {
+		r.Abort(ctx, &proto.Error{Code: proto.ProtocolError, Message: "invalid cluster name"})
+	})
+	_, err := c.Ask(ctx, &proto.AskLastTransaction{})
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.ProtocolError {
+		t.Fatalf("got %v, want PROTOCOL_ERROR", err)
+	}
+	<-c.Done()
+	if !errors.Is(c.Err(), ErrPeerClosed) {
+		t.Fatalf("client link: %v, want ErrPeerClosed", c.Err())
 	}
 }
