@@ -806,7 +806,7 @@ func unescapeRawUnicode(b []byte) (string, error) {
 // record writer does.
 type pickleEncoder struct {
 	buf  []byte
-	memo map[memoKey]int
+	memo map[memoKey]memoEntry
 	// persistentID returns the persistent id of v, or ok=false if v is
 	// pickled as a value. It is asked about every value that is not a
 	// plain one of the model.
@@ -823,8 +823,16 @@ type memoKey struct {
 	s    string
 }
 
+// memoEntry is a memoized object: its index, and the object itself, kept
+// alive so that its address is not reused by another object while the
+// encoder runs (pickle.py's memo keeps its objects for the same reason).
+type memoEntry struct {
+	idx int
+	obj any
+}
+
 func newPickleEncoder(persID func(v any) (any, bool, error)) *pickleEncoder {
-	return &pickleEncoder{memo: map[memoKey]int{}, persistentID: persID}
+	return &pickleEncoder{memo: map[memoKey]memoEntry{}, persistentID: persID}
 }
 
 const batchSize = 1000 // pickle.py's _BATCHSIZE
@@ -838,9 +846,9 @@ func (e *pickleEncoder) encode(v any) error {
 	return nil
 }
 
-func (e *pickleEncoder) memoize(k memoKey) {
+func (e *pickleEncoder) memoize(k memoKey, obj any) {
 	idx := len(e.memo)
-	e.memo[k] = idx
+	e.memo[k] = memoEntry{idx, obj}
 	if idx < 256 {
 		e.buf = append(e.buf, opBinput, byte(idx))
 	} else {
@@ -851,10 +859,11 @@ func (e *pickleEncoder) memoize(k memoKey) {
 
 // memoGet writes a reference to k if it was pickled before.
 func (e *pickleEncoder) memoGet(k memoKey) bool {
-	idx, ok := e.memo[k]
+	m, ok := e.memo[k]
 	if !ok {
 		return false
 	}
+	idx := m.idx
 	if idx < 256 {
 		e.buf = append(e.buf, opBinget, byte(idx))
 	} else {
@@ -912,7 +921,7 @@ func (e *pickleEncoder) save(v any) error {
 		e.buf = append(e.buf, opBinunicode)
 		e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(len(x)))
 		e.buf = append(e.buf, x...)
-		e.memoize(k)
+		e.memoize(k, x)
 	case PyBytes:
 		k := strKey('b', string(x))
 		if e.memoGet(k) {
@@ -925,7 +934,7 @@ func (e *pickleEncoder) save(v any) error {
 			e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(len(x)))
 		}
 		e.buf = append(e.buf, x...)
-		e.memoize(k)
+		e.memoize(k, x)
 	case PyTuple:
 		return e.saveTuple(x)
 	case *PyList:
@@ -934,7 +943,7 @@ func (e *pickleEncoder) save(v any) error {
 			return nil
 		}
 		e.buf = append(e.buf, opEmptyList)
-		e.memoize(k)
+		e.memoize(k, x)
 		return e.saveBatched(x.Items, 1, opAppend, opAppends)
 	case *PyDict:
 		k := memoKey{kind: 'd', p: uintptr(unsafe.Pointer(x))}
@@ -942,7 +951,7 @@ func (e *pickleEncoder) save(v any) error {
 			return nil
 		}
 		e.buf = append(e.buf, opEmptyDict)
-		e.memoize(k)
+		e.memoize(k, x)
 		flat := make([]any, 0, 2*len(x.items))
 		for _, it := range x.items {
 			flat = append(flat, it.Key, it.Value)
@@ -958,7 +967,7 @@ func (e *pickleEncoder) save(v any) error {
 		e.buf = append(e.buf, '\n')
 		e.buf = append(e.buf, x.Name...)
 		e.buf = append(e.buf, '\n')
-		e.memoize(k)
+		e.memoize(k, nil)
 	case *PyReduce:
 		k := memoKey{kind: 'r', p: uintptr(unsafe.Pointer(x))}
 		if e.memoGet(k) {
@@ -975,7 +984,7 @@ func (e *pickleEncoder) save(v any) error {
 		} else {
 			e.buf = append(e.buf, opReduce)
 		}
-		e.memoize(k)
+		e.memoize(k, x)
 		if x.HasState {
 			if err := e.save(x.State); err != nil {
 				return err
@@ -1073,7 +1082,7 @@ func (e *pickleEncoder) saveTuple(t PyTuple) error {
 		}
 		e.buf = append(e.buf, opTuple)
 	}
-	e.memoize(k)
+	e.memoize(k, t)
 	return nil
 }
 

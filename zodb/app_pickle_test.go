@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"math/big"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -233,5 +234,82 @@ func TestPickleSharedTupleGraph(t *testing.T) {
 	e := newPickleEncoder(nil)
 	if err := e.encode(x); err != nil || len(e.buf) > 1000 {
 		t.Errorf("encode: %v, %d bytes", err, len(e.buf))
+	}
+}
+
+func TestPyDict(t *testing.T) {
+	d := NewPyDict()
+	for i := range 20 {
+		d.Set(int64(i), i)
+	}
+	d.Set(1.0, "one")   // 1.0 == 1
+	d.Set(true, "true") // True == 1
+	d.Set(PyTuple{int64(1), "a"}, "t")
+	d.Set(PyTuple{1.0, "a"}, "t2") // same key
+	d.Set("1", "str")
+	d.Set(PyBytes("1"), "bytes")
+	if d.Len() != 23 {
+		t.Errorf("len %d, want 23", d.Len())
+	}
+	if v, _ := d.Get(int64(1)); v != "true" {
+		t.Errorf("d[1] = %v", v)
+	}
+	if v, _ := d.Get(PyTuple{true, "a"}); v != "t2" {
+		t.Errorf("d[(1, 'a')] = %v", v)
+	}
+	if !d.Del(int64(5)) || d.Del(int64(5)) {
+		t.Error("Del")
+	}
+	if v, ok := d.Get(int64(6)); !ok || v != 6 {
+		t.Errorf("after Del: d[6] = %v %v", v, ok)
+	}
+	var keys []any
+	for k := range d.All() {
+		keys = append(keys, k)
+		if len(keys) == 3 {
+			break
+		}
+	}
+	if !PyEqual(PyTuple(keys), PyTuple{int64(0), int64(1), int64(2)}) {
+		t.Errorf("order: %s", PyRepr(PyTuple(keys)))
+	}
+	small := NewPyDict()
+	small.Set("a", 1)
+	small.Set("b", 2)
+	small.Del("a")
+	if v, ok := small.Get("b"); !ok || v != 2 || small.Len() != 1 {
+		t.Errorf("small dict: %v %v", v, ok)
+	}
+}
+
+// Objects the encoder makes on the way (reference tuples) must not share
+// memo entries with objects freed meanwhile at the same address.
+func TestPickleTransientObjects(t *testing.T) {
+	type marker struct{ n int }
+	l := &PyList{}
+	for i := range 100 {
+		l.Items = append(l.Items, &marker{i})
+	}
+	e := newPickleEncoder(func(v any) (any, bool, error) {
+		m, ok := v.(*marker)
+		if !ok {
+			return nil, false, nil
+		}
+		runtime.GC()
+		oid := Oid(m.n + 1)
+		return PyTuple{PyBytes(oid.Bytes()), PyGlobal{"m", "C"}}, true, nil
+	})
+	if err := e.encode(l); err != nil {
+		t.Fatal(err)
+	}
+	v, err := newPickleDecoder(e.buf, nil).decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range v.(*PyList).Items {
+		ri, err := x.(*PyRef).Parse()
+		if err != nil || ri.Oid != Oid(i+1) {
+			t.Fatalf("item %d: reference to %v (%v)", i, ri.Oid, err)
+		}
 	}
 }

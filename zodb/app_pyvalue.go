@@ -273,18 +273,41 @@ func hashKeyB(k any, budget *int) (any, bool) {
 type tupleKey struct{ s string }
 
 func (d *PyDict) find(k any) int {
-	if hk, ok := hashKey(k); ok {
+	hk, hashable := hashKey(k)
+	if hashable && d.index != nil {
 		if i, ok := d.index[hk]; ok {
 			return i
 		}
 		return -1
 	}
 	for i, it := range d.items {
-		if PyEqual(it.Key, k) {
+		if hashable {
+			if ik, ok := hashKey(it.Key); ok && ik == hk {
+				return i
+			}
+		} else if PyEqual(it.Key, k) {
 			return i
 		}
 	}
 	return -1
+}
+
+// dictIndexMin is the size from which a dict indexes its keys; smaller
+// ones are scanned.
+const dictIndexMin = 8
+
+// reindex rebuilds the index of a dict big enough to have one.
+func (d *PyDict) reindex() {
+	d.index = nil
+	if len(d.items) <= dictIndexMin {
+		return
+	}
+	d.index = make(map[any]int, len(d.items))
+	for j, it := range d.items {
+		if hk, ok := hashKey(it.Key); ok {
+			d.index[hk] = j
+		}
+	}
 }
 
 // All iterates over the items in insertion order.
@@ -312,13 +335,15 @@ func (d *PyDict) Set(k, v any) {
 		d.items[i].Value = v
 		return
 	}
-	if hk, ok := hashKey(k); ok {
-		if d.index == nil {
-			d.index = map[any]int{}
-		}
-		d.index[hk] = len(d.items)
-	}
 	d.items = append(d.items, PyDictItem{k, v})
+	switch {
+	case d.index != nil:
+		if hk, ok := hashKey(k); ok {
+			d.index[hk] = len(d.items) - 1
+		}
+	case len(d.items) > dictIndexMin:
+		d.reindex()
+	}
 }
 
 // Del removes key k and tells whether it was there.
@@ -328,15 +353,7 @@ func (d *PyDict) Del(k any) bool {
 		return false
 	}
 	d.items = append(d.items[:i], d.items[i+1:]...)
-	d.index = nil
-	for j, it := range d.items {
-		if hk, ok := hashKey(it.Key); ok {
-			if d.index == nil {
-				d.index = map[any]int{}
-			}
-			d.index[hk] = j
-		}
-	}
+	d.reindex()
 	return true
 }
 
