@@ -104,12 +104,6 @@ func (s *scanner) next(b []byte) (int, error) {
 	return n, nil
 }
 
-// reset forgets a partly walked packet.
-func (s *scanner) reset() {
-	s.pos, s.need = 0, 0
-	s.stack = s.stack[:0]
-}
-
 // elementSize decodes the header of the msgpack element at the start of b.
 // It returns the header's size, the element's size excluding its children
 // (header + payload for scalars, strings, bins and exts; header alone for
