@@ -546,3 +546,82 @@ func TestErrorReplies(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnAcrossDisconnect: a transaction whose connection dropped fails;
+// Abort is then a no-op and the next transaction runs on the new
+// connection.
+func TestTxnAcrossDisconnect(t *testing.T) {
+	ss := newScriptServer(t, "tcp", "127.0.0.1:0", 'Z')
+	ch := openAsync(t, ss.url(), &zodb.DriverOptions{})
+	c := ss.accept()
+	c.register(0x10)
+	s := mustStorage(t, ch)
+
+	txn, err := s.Begin(ctxT(t), zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expect("tpc_begin")
+	c.nc.Close()
+	c2 := ss.accept()
+	c2.reply(c2.expect("register"), zodb.Tid(0x10).Bytes())
+	c2.reply(c2.expect("get_info"), &dict{})
+	var derr *DisconnectedError
+	if _, err := txn.Vote(ctxT(t)); !errors.As(err, &derr) {
+		if err2 := txn.Store(ctxT(t), 1, 0, []byte("x")); !errors.As(err2, &derr) {
+			t.Errorf("vote after the connection dropped: %v; store: %v; want DisconnectedError", err, err2)
+		}
+	}
+	if err := txn.Abort(ctxT(t)); err != nil {
+		t.Errorf("abort: %v", err)
+	}
+	// The next transaction goes to the new connection.
+	done := make(chan error, 1)
+	go func() {
+		txn, err := s.Begin(ctxT(t), zodb.TxnMeta{})
+		if err == nil {
+			err = txn.Abort(ctxT(t))
+		}
+		done <- err
+	}()
+	c2.expect("tpc_begin")
+	c2.reply(c2.expect("tpc_abort"), nil)
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}
+
+// The decoders are on the path of every load.
+func BenchmarkDecodeLoadReply(b *testing.B) {
+	data := make([]byte, 200)
+	reply := tuple{tuple{zodb.Oid(1).Bytes(), zodb.TidMax.Bytes()}, int64(0), ".reply", tuple{data, zodb.Tid(0x03).Bytes(), nil}}
+	for _, cd := range []codec{pickleCodec{}, msgpackCodec{}} {
+		p, err := cd.encode(reply)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(string(cd.letter()), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(p)))
+			for b.Loop() {
+				if _, err := cd.decode(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkEncodeLoadCall(b *testing.B) {
+	call := tuple{tuple{zodb.Oid(1).Bytes(), zodb.TidMax.Bytes()}, false, "loadBefore", tuple{zodb.Oid(1).Bytes(), zodb.TidMax.Bytes()}}
+	for _, cd := range []codec{pickleCodec{}, msgpackCodec{}} {
+		b.Run(string(cd.letter()), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := cd.encode(call); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
