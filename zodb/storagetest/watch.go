@@ -30,30 +30,35 @@ func testWatch(t *testing.T, s *suite) {
 		ops     func() []op
 		changed []zodb.Oid
 		undo    bool // needs undo
+		withTid bool // commits under a tid it gives, as restore tools do
 	}
 	serial := map[zodb.Oid]zodb.Tid{}
 	var tids []zodb.Tid
 	specs := []commitSpec{
 		{"create three", func() []op {
 			return []op{store(a, 0, []byte("a1")), store(b, 0, []byte("b1")), store(c, 0, []byte("c1"))}
-		}, []zodb.Oid{a, b, c}, false},
-		{"modify one", func() []op { return []op{store(a, serial[a], []byte("a2"))} }, []zodb.Oid{a}, false},
-		{"delete", func() []op { return []op{deleteOp(b, serial[b])} }, []zodb.Oid{b}, false},
-		{"restore", func() []op { return []op{restoreOp(d, []byte("d1"), 0)} }, []zodb.Oid{d}, false},
+		}, []zodb.Oid{a, b, c}, false, false},
+		{"modify one", func() []op { return []op{store(a, serial[a], []byte("a2"))} }, []zodb.Oid{a}, false, false},
+		{"delete", func() []op { return []op{deleteOp(b, serial[b])} }, []zodb.Oid{b}, false, false},
+		{"restore", func() []op { return []op{restoreOp(d, []byte("d1"), 0)} }, []zodb.Oid{d}, false, true},
 		{"checked but not changed", func() []op {
 			return []op{checkCurrent(c, serial[c]), store(a, serial[a], []byte("a3"))}
-		}, []zodb.Oid{a}, false},
+		}, []zodb.Oid{a}, false, false},
 		{"stored twice", func() []op {
 			return []op{store(c, serial[c], []byte("c2")), store(c, serial[c], []byte("c3"))}
-		}, []zodb.Oid{c}, false},
-		{"undo", func() []op { return []op{undoOp(tids[4], nil)} }, []zodb.Oid{a}, true},
+		}, []zodb.Oid{c}, false, false},
+		{"undo", func() []op { return []op{undoOp(tids[4], nil)} }, []zodb.Oid{a}, true, false},
 		{"many", func() []op {
 			return []op{store(a, serial[a], []byte("a5")), store(c, serial[c], []byte("c4")), store(d, serial[d], []byte("d2"))}
-		}, []zodb.Oid{a, c, d}, false},
+		}, []zodb.Oid{a, c, d}, false, false},
 	}
 	var want [][]zodb.Oid
 	for _, sp := range specs {
-		tid, _, err := tryCommit(ctx, stor, zodb.TxnMeta{}, sp.ops()...)
+		var meta zodb.TxnMeta
+		if sp.withTid {
+			meta.Tid = zodb.NewTid(time.Now(), lastTid(t, stor))
+		}
+		tid, _, err := tryCommit(ctx, stor, meta, sp.ops()...)
 		if sp.undo && isUnsupported(err) {
 			t.Logf("%s: skipped: the driver has no undo", sp.name)
 			continue
@@ -119,7 +124,12 @@ func testWatchLastTid(t *testing.T, s *suite) {
 	// LastTid for a while.
 	deadline := time.Now().Add(200 * time.Millisecond)
 	for n := 0; time.Now().Before(deadline) || n < 1000; n++ {
-		last := lastTid(t, stor)
+		ctx, cancel := context.WithTimeout(testContext(t), waitTimeout)
+		last, err := stor.LastTid(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("lastTid while a watcher does not read: %v (LastTid must not wait for watchers)", err)
+		}
 		if last != t1 {
 			t.Errorf("lastTid %v while the watcher did not take the event of the commit after %v", last, t1)
 			break
