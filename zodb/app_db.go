@@ -115,6 +115,8 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closed = true
+	close(db.headMove) // wake those waiting in Open
+	db.headMove = make(chan struct{})
 	db.mu.Unlock()
 	db.stor.DelWatch(db.watchq)
 	close(db.down)
