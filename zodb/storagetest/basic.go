@@ -120,15 +120,11 @@ func testNewOids(t *testing.T, s *suite) {
 
 // extension returns a pickled extension dict, as ZODB writes it.
 func extension(kv ...string) []byte {
-	var d Dict
+	d := Dict{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		d = append(d, KV{kv[i], kv[i+1]})
 	}
-	var p pickler
-	p.begin()
-	p.value(d)
-	p.end()
-	return p.buf
+	return Pickle(d)
 }
 
 func testMetadata(t *testing.T, s *suite) {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/big"
 	"slices"
 	"strings"
 
@@ -17,9 +18,11 @@ import (
 // Object records as ZODB writes them: two protocol-3 pickles, the class
 // then the state, with persistent references (oid, class). Tests need real
 // pickles where the storage looks inside records: pack's garbage collection
-// follows the references, conflict resolution decodes states. The pickler
-// here writes the opcodes ZODB on Python 3 writes, deterministically (the
-// same arguments always give the same bytes), for the few types tests use.
+// follows the references, conflict resolution decodes states, and ZEO
+// sends transaction extensions as dicts that the server pickles again. The
+// pickler here writes what ZODB on Python 3 writes (zodbpickle, protocol 3,
+// one memo for both pickles of a record), byte for byte for the types it
+// knows, and deterministically: the same arguments give the same bytes.
 
 // Dict is a Python dict with its items in a fixed order.
 type Dict []KV
@@ -56,25 +59,81 @@ func splitClass(class string) (mod, name string) {
 // (bytes), []any (list), Tuple, Dict, map[string]any (a dict, keys sorted)
 // and PRef. Other types panic: records are built by tests.
 func Record(class string, state any) []byte {
-	var p pickler
-	p.begin()
-	p.global(class)
-	p.end()
-	p.begin()
-	p.value(state)
-	p.end()
+	p := newPickler()
+	p.dump(func() { p.global(class) })
+	p.dump(func() { p.value(state) })
 	return p.buf
 }
 
-type pickler struct{ buf []byte }
+// Pickle returns the pickle of one value (types as for Record), as ZODB
+// writes a transaction's extension dict.
+func Pickle(v any) []byte {
+	p := newPickler()
+	p.dump(func() { p.value(v) })
+	return p.buf
+}
 
-func (p *pickler) begin() { p.buf = append(p.buf, 0x80, 3) } // PROTO 3
-func (p *pickler) end()   { p.buf = append(p.buf, '.') }     // STOP
+// pickler writes protocol-3 pickles, memoizing as Python's pickler does:
+// every str, bytes, dict, list and non-empty tuple gets a BINPUT; a class
+// or an oid seen before in the same record is a BINGET (they are the same
+// Python objects there; equal strings are not).
+type pickler struct {
+	buf     []byte
+	nmemo   int
+	globals map[string]int
+	oids    map[zodb.Oid]int
+}
+
+func newPickler() *pickler {
+	return &pickler{globals: map[string]int{}, oids: map[zodb.Oid]int{}}
+}
+
+func (p *pickler) dump(body func()) {
+	p.buf = append(p.buf, 0x80, 3) // PROTO 3
+	body()
+	p.buf = append(p.buf, '.') // STOP
+}
+
+func (p *pickler) put() int {
+	i := p.nmemo
+	p.nmemo++
+	if i < 256 {
+		p.buf = append(p.buf, 'q', byte(i)) // BINPUT
+	} else {
+		p.buf = append(p.buf, 'r') // LONG_BINPUT
+		p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(i))
+	}
+	return i
+}
+
+func (p *pickler) get(i int) {
+	if i < 256 {
+		p.buf = append(p.buf, 'h', byte(i)) // BINGET
+	} else {
+		p.buf = append(p.buf, 'j') // LONG_BINGET
+		p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(i))
+	}
+}
 
 func (p *pickler) global(class string) {
+	if i, ok := p.globals[class]; ok {
+		p.get(i)
+		return
+	}
 	mod, name := splitClass(class)
 	p.buf = append(p.buf, 'c')
 	p.buf = append(p.buf, mod+"\n"+name+"\n"...)
+	p.globals[class] = p.put()
+}
+
+func (p *pickler) bytes(v []byte) {
+	if len(v) < 256 {
+		p.buf = append(p.buf, 'C', byte(len(v))) // SHORT_BINBYTES
+	} else {
+		p.buf = append(p.buf, 'B') // BINBYTES
+		p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(v)))
+	}
+	p.buf = append(p.buf, v...)
 }
 
 func (p *pickler) value(v any) {
@@ -83,30 +142,32 @@ func (p *pickler) value(v any) {
 		p.buf = append(p.buf, 'N')
 	case bool:
 		if v {
-			p.buf = append(p.buf, 0x88)
+			p.buf = append(p.buf, 0x88) // NEWTRUE
 		} else {
-			p.buf = append(p.buf, 0x89)
+			p.buf = append(p.buf, 0x89) // NEWFALSE
 		}
 	case int:
 		p.int(int64(v))
 	case int64:
 		p.int(v)
 	case string:
-		p.buf = append(p.buf, 'X')
+		p.buf = append(p.buf, 'X') // BINUNICODE
 		p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(v)))
 		p.buf = append(p.buf, v...)
+		p.put()
 	case []byte:
-		if len(v) < 256 {
-			p.buf = append(p.buf, 'C', byte(len(v)))
-		} else {
-			p.buf = append(p.buf, 'B')
-			p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(v)))
-		}
-		p.buf = append(p.buf, v...)
+		p.bytes(v)
+		p.put()
 	case []any:
-		p.buf = append(p.buf, ']')
-		if len(v) > 0 {
-			p.buf = append(p.buf, '(')
+		p.buf = append(p.buf, ']') // EMPTY_LIST
+		p.put()
+		switch len(v) {
+		case 0:
+		case 1:
+			p.value(v[0])
+			p.buf = append(p.buf, 'a') // APPEND
+		default:
+			p.buf = append(p.buf, '(') // MARK
 			for _, x := range v {
 				p.value(x)
 			}
@@ -115,7 +176,8 @@ func (p *pickler) value(v any) {
 	case Tuple:
 		switch len(v) {
 		case 0:
-			p.buf = append(p.buf, ')')
+			p.buf = append(p.buf, ')') // EMPTY_TUPLE, not memoized
+			return
 		case 1, 2, 3:
 			for _, x := range v {
 				p.value(x)
@@ -126,11 +188,19 @@ func (p *pickler) value(v any) {
 			for _, x := range v {
 				p.value(x)
 			}
-			p.buf = append(p.buf, 't')
+			p.buf = append(p.buf, 't') // TUPLE
 		}
+		p.put()
 	case Dict:
-		p.buf = append(p.buf, '}')
-		if len(v) > 0 {
+		p.buf = append(p.buf, '}') // EMPTY_DICT
+		p.put()
+		switch len(v) {
+		case 0:
+		case 1:
+			p.value(v[0].Key)
+			p.value(v[0].Value)
+			p.buf = append(p.buf, 's') // SETITEM
+		default:
 			p.buf = append(p.buf, '(')
 			for _, kv := range v {
 				p.value(kv.Key)
@@ -150,9 +220,18 @@ func (p *pickler) value(v any) {
 		}
 		p.value(d)
 	case PRef:
-		p.value(v.Oid.Bytes())
+		// The persistent id (oid, class): the oid is the object's
+		// _p_oid, the same bytes object at every reference.
+		if i, ok := p.oids[v.Oid]; ok {
+			p.get(i)
+		} else {
+			p.bytes(v.Oid.Bytes())
+			p.oids[v.Oid] = p.put()
+		}
 		p.global(v.Class)
-		p.buf = append(p.buf, 0x86, 'Q') // TUPLE2 BINPERSID
+		p.buf = append(p.buf, 0x86) // TUPLE2
+		p.put()
+		p.buf = append(p.buf, 'Q') // BINPERSID
 	default:
 		panic(fmt.Sprintf("storagetest: cannot pickle %T", v))
 	}
@@ -161,15 +240,25 @@ func (p *pickler) value(v any) {
 func (p *pickler) int(n int64) {
 	switch {
 	case n >= 0 && n < 1<<8:
-		p.buf = append(p.buf, 'K', byte(n))
+		p.buf = append(p.buf, 'K', byte(n)) // BININT1
 	case n >= 0 && n < 1<<16:
-		p.buf = append(p.buf, 'M', byte(n), byte(n>>8))
+		p.buf = append(p.buf, 'M', byte(n), byte(n>>8)) // BININT2
 	case n >= math.MinInt32 && n <= math.MaxInt32:
-		p.buf = append(p.buf, 'J')
+		p.buf = append(p.buf, 'J') // BININT
 		p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(int32(n)))
 	default:
-		p.buf = append(p.buf, 0x8a, 8) // LONG1, 8 bytes two's complement
-		p.buf = binary.LittleEndian.AppendUint64(p.buf, uint64(n))
+		// LONG1: the shortest little-endian two's complement.
+		b := binary.LittleEndian.AppendUint64(nil, uint64(n))
+		for len(b) > 1 {
+			last, prev := b[len(b)-1], b[len(b)-2]
+			if last == 0 && prev < 0x80 || last == 0xff && prev >= 0x80 {
+				b = b[:len(b)-1]
+				continue
+			}
+			break
+		}
+		p.buf = append(p.buf, 0x8a, byte(len(b)))
+		p.buf = append(p.buf, b...)
 	}
 }
 
@@ -211,6 +300,10 @@ func CounterValue(data []byte) (int64, error) {
 		return n, nil
 	case int:
 		return int64(n), nil
+	case *big.Int:
+		if n.IsInt64() {
+			return n.Int64(), nil
+		}
 	}
 	return 0, fmt.Errorf("counter: state %#v is not an integer", v)
 }
