@@ -806,7 +806,14 @@ func unescapeRawUnicode(b []byte) (string, error) {
 // record writer does.
 type pickleEncoder struct {
 	buf  []byte
-	memo map[memoKey]memoEntry
+	memo map[memoKey]int
+	// The memoized objects are kept alive so that their addresses are not
+	// reused by other objects while the encoder runs (pickle.py's memo
+	// holds its objects for the same reason). Separate slices avoid
+	// boxing strings and tuples into interfaces.
+	keepStrs   []string
+	keepTuples []PyTuple
+	keepPtrs   []any
 	// persistentID returns the persistent id of v, or ok=false if v is
 	// pickled as a value. It is asked about every value that is not a
 	// plain one of the model.
@@ -823,16 +830,8 @@ type memoKey struct {
 	s    string
 }
 
-// memoEntry is a memoized object: its index, and the object itself, kept
-// alive so that its address is not reused by another object while the
-// encoder runs (pickle.py's memo keeps its objects for the same reason).
-type memoEntry struct {
-	idx int
-	obj any
-}
-
 func newPickleEncoder(persID func(v any) (any, bool, error)) *pickleEncoder {
-	return &pickleEncoder{memo: map[memoKey]memoEntry{}, persistentID: persID}
+	return &pickleEncoder{memo: map[memoKey]int{}, persistentID: persID}
 }
 
 const batchSize = 1000 // pickle.py's _BATCHSIZE
@@ -846,9 +845,9 @@ func (e *pickleEncoder) encode(v any) error {
 	return nil
 }
 
-func (e *pickleEncoder) memoize(k memoKey, obj any) {
+func (e *pickleEncoder) memoize(k memoKey) {
 	idx := len(e.memo)
-	e.memo[k] = memoEntry{idx, obj}
+	e.memo[k] = idx
 	if idx < 256 {
 		e.buf = append(e.buf, opBinput, byte(idx))
 	} else {
@@ -859,11 +858,10 @@ func (e *pickleEncoder) memoize(k memoKey, obj any) {
 
 // memoGet writes a reference to k if it was pickled before.
 func (e *pickleEncoder) memoGet(k memoKey) bool {
-	m, ok := e.memo[k]
+	idx, ok := e.memo[k]
 	if !ok {
 		return false
 	}
-	idx := m.idx
 	if idx < 256 {
 		e.buf = append(e.buf, opBinget, byte(idx))
 	} else {
@@ -921,7 +919,8 @@ func (e *pickleEncoder) save(v any) error {
 		e.buf = append(e.buf, opBinunicode)
 		e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(len(x)))
 		e.buf = append(e.buf, x...)
-		e.memoize(k, x)
+		e.memoize(k)
+		e.keepStrs = append(e.keepStrs, x)
 	case PyBytes:
 		k := strKey('b', string(x))
 		if e.memoGet(k) {
@@ -934,7 +933,8 @@ func (e *pickleEncoder) save(v any) error {
 			e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(len(x)))
 		}
 		e.buf = append(e.buf, x...)
-		e.memoize(k, x)
+		e.memoize(k)
+		e.keepStrs = append(e.keepStrs, string(x))
 	case PyTuple:
 		return e.saveTuple(x)
 	case *PyList:
@@ -943,7 +943,8 @@ func (e *pickleEncoder) save(v any) error {
 			return nil
 		}
 		e.buf = append(e.buf, opEmptyList)
-		e.memoize(k, x)
+		e.memoize(k)
+		e.keepPtrs = append(e.keepPtrs, x)
 		return e.saveBatched(x.Items, 1, opAppend, opAppends)
 	case *PyDict:
 		k := memoKey{kind: 'd', p: uintptr(unsafe.Pointer(x))}
@@ -951,7 +952,8 @@ func (e *pickleEncoder) save(v any) error {
 			return nil
 		}
 		e.buf = append(e.buf, opEmptyDict)
-		e.memoize(k, x)
+		e.memoize(k)
+		e.keepPtrs = append(e.keepPtrs, x)
 		flat := make([]any, 0, 2*len(x.items))
 		for _, it := range x.items {
 			flat = append(flat, it.Key, it.Value)
@@ -967,7 +969,7 @@ func (e *pickleEncoder) save(v any) error {
 		e.buf = append(e.buf, '\n')
 		e.buf = append(e.buf, x.Name...)
 		e.buf = append(e.buf, '\n')
-		e.memoize(k, nil)
+		e.memoize(k)
 	case *PyReduce:
 		k := memoKey{kind: 'r', p: uintptr(unsafe.Pointer(x))}
 		if e.memoGet(k) {
@@ -984,7 +986,8 @@ func (e *pickleEncoder) save(v any) error {
 		} else {
 			e.buf = append(e.buf, opReduce)
 		}
-		e.memoize(k, x)
+		e.memoize(k)
+		e.keepPtrs = append(e.keepPtrs, x)
 		if x.HasState {
 			if err := e.save(x.State); err != nil {
 				return err
@@ -1082,7 +1085,8 @@ func (e *pickleEncoder) saveTuple(t PyTuple) error {
 		}
 		e.buf = append(e.buf, opTuple)
 	}
-	e.memoize(k, t)
+	e.memoize(k)
+	e.keepTuples = append(e.keepTuples, t)
 	return nil
 }
 
