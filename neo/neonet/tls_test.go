@@ -50,9 +50,9 @@ func newTestCA(t testing.TB, name string) *testCA {
 		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// issue returns a node certificate and key (PEM) signed by ca, and the
+// newNodeCert returns a node certificate and key (PEM) signed by ca, and the
 // certificate's serial number.
-func (ca *testCA) issue(t testing.TB, name string) (certPEM, keyPEM []byte, serial *big.Int) {
+func (ca *testCA) newNodeCert(t testing.TB, name string) (certPEM, keyPEM []byte, serial *big.Int) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -111,10 +111,10 @@ func (tt *testTLS) config() *tls.Config {
 }
 
 // node returns the TLS setup of a node trusting caPEM, with a certificate
-// issued by issuer.
-func node(t testing.TB, caPEM []byte, issuer *testCA, name string) *testTLS {
+// signed by signer.
+func node(t testing.TB, caPEM []byte, signer *testCA, name string) *testTLS {
 	t.Helper()
-	cert, key, _ := issuer.issue(t, name)
+	cert, key, _ := signer.newNodeCert(t, name)
 	conf, err := TLSConfig(caPEM, cert, key)
 	if err != nil {
 		t.Fatal(err)
@@ -170,12 +170,12 @@ func TestTLSRejections(t *testing.T) {
 	ca := newTestCA(t, "cluster CA")
 	other := newTestCA(t, "other CA")
 	good := node(t, ca.pem, ca, "good")
-	revokedCert, revokedKey, revokedSerial := ca.issue(t, "revoked")
+	revokedCert, revokedKey, revokedSerial := ca.newNodeCert(t, "revoked")
 	revoked, err := TLSConfig(ca.pem, revokedCert, revokedKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverCert, serverKey, _ := ca.issue(t, "server")
+	serverCert, serverKey, _ := ca.newNodeCert(t, "server")
 	withCRL, err := TLSConfig(append(append([]byte(nil), ca.pem...), ca.crl(t, revokedSerial)...), serverCert, serverKey)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestTLSRejections(t *testing.T) {
 func TestTLSConfigErrors(t *testing.T) {
 	ca := newTestCA(t, "CA")
 	other := newTestCA(t, "other")
-	cert, key, _ := ca.issue(t, "n")
+	cert, key, _ := ca.newNodeCert(t, "n")
 	if _, err := TLSConfig([]byte("junk"), cert, key); err == nil {
 		t.Error("CA file without certificates accepted")
 	}
