@@ -132,7 +132,7 @@ func testMetadata(t *testing.T, s *suite) {
 	metas := []zodb.TxnMeta{
 		{User: []byte("/ user\u00fc"), Description: []byte("line 1\nline 2 \x00\xff"), Extension: extension("k", "v", "x-id", "42")},
 		{}, // all empty
-		{User: []byte("u"), Extension: extension("x-bytes-and-more", "\x00\xff\u2603")},
+		{User: []byte("u"), Extension: extension("x-more", "\x00\u00e9\u2603")},
 	}
 	tids := make([]zodb.Tid, len(metas))
 	oid := newOid(t, stor)
