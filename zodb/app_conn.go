@@ -22,9 +22,10 @@ import (
 // to its DB's pool when that transaction ends; objects taken from it must
 // not be used after that. It is used from one goroutine at a time.
 type Connection struct {
-	db  *DB
-	at  Tid
-	txn *transaction.Transaction
+	db         *DB
+	at         Tid
+	historical bool // opened by OpenAt: read-only, not pooled
+	txn        *transaction.Transaction
 	// group holds the connections of the multi-database opened in the
 	// same transaction, by database name.
 	group map[string]*Connection
@@ -632,6 +633,9 @@ func (c *Connection) TPCBegin(ctx context.Context, txn *transaction.Transaction)
 	if len(c.changed) == 0 && len(c.readCurrent) == 0 {
 		return nil
 	}
+	if c.historical {
+		return fmt.Errorf("%s: connection at %v is historical: read-only", c.db.name, c.at)
+	}
 	meta := TxnMeta{User: []byte(txn.User()), Description: []byte(txn.Description())}
 	if ext := txn.Extension(); len(ext) > 0 {
 		d := NewPyDict()
@@ -745,7 +749,9 @@ func (c *Connection) TPCAbort(ctx context.Context, txn *transaction.Transaction)
 func (c *Connection) AfterCompletion(txn *transaction.Transaction) {
 	c.txn = nil
 	c.group = nil
-	c.db.release(c)
+	if !c.historical {
+		c.db.release(c)
+	}
 }
 
 // connSavepoint is the state of a connection's changes at a savepoint:

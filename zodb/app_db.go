@@ -189,6 +189,24 @@ func (db *DB) Open(ctx context.Context) (*Connection, error) {
 	return db.open(ctx, txn, nil)
 }
 
+// OpenAt returns a read-only connection that sees the database as it was
+// at tid at (a historical connection), in the transaction ctx carries. It
+// is not pooled; changes to its objects cannot be committed.
+func (db *DB) OpenAt(ctx context.Context, at Tid) (*Connection, error) {
+	txn := transaction.Current(ctx)
+	if txn == nil {
+		return nil, fmt.Errorf("database %s: open at %v: no transaction in the context (see transaction.New)", db.name, at)
+	}
+	conn := newConnection(db)
+	conn.at, conn.historical = at, true
+	conn.group = map[string]*Connection{db.name: conn}
+	conn.txn = txn
+	if err := txn.Join(conn); err != nil {
+		return nil, fmt.Errorf("database %s: open at %v: %w", db.name, at, err)
+	}
+	return conn, nil
+}
+
 func (db *DB) open(ctx context.Context, txn *transaction.Transaction, group map[string]*Connection) (*Connection, error) {
 	if err := db.ensureRoot(ctx); err != nil {
 		return nil, err

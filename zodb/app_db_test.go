@@ -978,3 +978,41 @@ func TestAppCorruptRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestAppOpenAt: a historical connection sees an old state and refuses
+// to commit.
+func TestAppOpenAt(t *testing.T) {
+	db := openDB(t, "mem://", nil)
+	var tids []zodb.Tid
+	for _, v := range []string{"one", "two"} {
+		if err := inTxn(t, db, func(ctx context.Context, conn *zodb.Connection, root *zodb.PersistentMapping) {
+			root.Set("v", v)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		tid, err := db.Storage().LastTid(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tids = append(tids, tid)
+	}
+	for i, want := range []string{"one", "two"} {
+		txn, ctx := transaction.New(context.Background())
+		conn, err := db.OpenAt(ctx, tids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := conn.Root(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := r.(*zodb.PersistentMapping)
+		if v, _ := root.Get("v"); v != want {
+			t.Errorf("at %v: v = %v, want %v", tids[i], v, want)
+		}
+		root.Set("v", "changed")
+		if err := txn.Commit(ctx); err == nil {
+			t.Error("commit through a historical connection succeeded")
+		}
+	}
+}
