@@ -15,8 +15,15 @@
 // and closing. Optional operations (undo, pack) a driver reports as
 // zodb.ErrUnsupported are skipped with a message.
 //
-// The package also has helpers to build object records with real pickles
-// (Record, Mapping, Ref, Counter) and a conflict resolver for counters.
+// The package also has helpers to build object records and transaction
+// extensions pickled byte for byte as ZODB writes them (Record, Mapping,
+// Ref, Counter, Pickle) and a conflict resolver for counters
+// (CounterResolver).
+//
+// The watch tests rely on zodb.Storage taking one event at a time from the
+// driver and holding it until every watcher took it: with a watcher that
+// does not read, the driver cannot queue a second event, so LastTid must not
+// report its transaction.
 package storagetest
 
 import (
