@@ -333,10 +333,12 @@ func (c *Connection) setState(ctx context.Context, obj IPersistent, d *pickleDec
 	default:
 		if na, ok := obj.(PyNewArgs); ok && hasArgs {
 			if err := na.PySetNewArgs(args); err != nil {
+				p.ghostify() // back to the zero value PySetState expects
 				return fmt.Errorf("%s: load %v: %s: newargs: %w", c.db.name, xid, class, err)
 			}
 		}
 		if err := obj.(PyStateful).PySetState(state); err != nil {
+			p.ghostify()
 			return fmt.Errorf("%s: load %v: %s: %w", c.db.name, xid, class, err)
 		}
 	}
