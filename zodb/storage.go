@@ -162,6 +162,8 @@ type ITxn interface {
 	// transaction read the object at (0 for a new object). If it is not
 	// the committed serial, the storage tries conflict resolution (see
 	// ConflictResolver) and fails with *ConflictError if it cannot.
+	// The storage does not keep data after Store returns: the caller may
+	// reuse the buffer.
 	Store(ctx context.Context, oid Oid, serial Tid, data []byte) error
 
 	// Delete writes a revision of oid that deletes it (ZODB's
@@ -179,13 +181,16 @@ type ITxn interface {
 	Restore(ctx context.Context, oid Oid, data []byte, dataTid Tid) error
 
 	// Undo undoes transaction undoTid in this transaction and returns the
-	// objects it changes. Storages without undo return ErrUnsupported.
+	// objects it changes. A driver that learns them only when voting (ZEO)
+	// returns nil here and includes them in Vote's result. Storages without
+	// undo return ErrUnsupported.
 	Undo(ctx context.Context, undoTid Tid) ([]Oid, error)
 
 	// Vote makes the transaction durable-pending: after Vote succeeds,
 	// Finish cannot fail for reasons of data. It returns the oids whose
-	// conflicts the storage resolved: their stored data differs from what
-	// was given to Store.
+	// stored data differs from what the caller gave (conflicts the storage
+	// resolved, and objects of an Undo that did not report them), which
+	// the caller must reload.
 	Vote(ctx context.Context) (resolved []Oid, err error)
 
 	// Finish commits and returns the transaction's tid.
@@ -207,6 +212,8 @@ type IUndoer interface {
 type IPacker interface {
 	// Pack removes revisions that are not current at packTid, and with gc
 	// also every object not reachable from the root (oid 0) at packTid.
+	// Transactions up to packTid that remain are reported with status
+	// TxnPacked afterwards, and UndoLog does not go past them.
 	Pack(ctx context.Context, packTid Tid, gc bool) error
 }
 
