@@ -212,6 +212,21 @@ func (d *Driver) LastTid(ctx context.Context) (zodb.Tid, error) {
 	return max(head, d.at0), nil
 }
 
+// Size returns the size the committed transactions would take in a
+// FileStorage (ZODB's getSize()).
+func (d *Driver) Size(ctx context.Context) (int64, error) {
+	if err := d.check(ctx); err != nil {
+		return 0, d.opErr("size", nil, err)
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	n := int64(4) // file magic
+	for _, t := range d.db.txns {
+		n += t.size
+	}
+	return n, nil
+}
+
 // NewOids allocates n new oids, following the highest oid allocated or
 // stored so far (the first one of a new storage is 1: 0 is the root).
 func (d *Driver) NewOids(ctx context.Context, n int) ([]zodb.Oid, error) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/neozodb/neo/zodb"
-	_ "github.com/neozodb/neo/zodb/storage/mem"
+	"github.com/neozodb/neo/zodb/storage/mem"
 	"github.com/neozodb/neo/zodb/storagetest"
 )
 
@@ -174,5 +174,41 @@ func TestDriverErrors(t *testing.T) {
 	}
 	if _, err := stor.Begin(ctx, zodb.TxnMeta{Status: 'x'}); err == nil {
 		t.Errorf("begin with status 'x': no error")
+	}
+}
+
+func TestSize(t *testing.T) {
+	ctx := context.Background()
+	stor, err := zodb.Open(ctx, "mem://", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	size := func() int64 {
+		n, err := stor.Driver().(*mem.Driver).Size(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := size(); n != 4 {
+		t.Fatalf("empty: size %d, want 4", n)
+	}
+	txn, err := stor.Begin(ctx, zodb.TxnMeta{User: []byte("u")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Store(ctx, 1, 0, []byte("12345")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// As in a FileStorage: 23+1 header, 42+5 record, 8 trailer.
+	if n := size(); n != 4+24+47+8 {
+		t.Errorf("size %d, want %d", n, 4+24+47+8)
 	}
 }
