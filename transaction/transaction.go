@@ -343,40 +343,13 @@ func (e *HeuristicError) Error() string {
 }
 func (e *HeuristicError) Unwrap() error { return e.Err }
 
-var (
-	transientMu     sync.RWMutex
-	transientChecks []func(error) bool
-)
-
-// RegisterTransient adds a test telling whether an error is transient: a
+// IsTransient tells whether err (or an error it wraps) is transient: a
 // transaction failing with it may succeed if run again (ZODB's
-// TransientError, e.g. conflicts). Packages with such errors register
-// them at init.
-func RegisterTransient(isTransient func(error) bool) {
-	transientMu.Lock()
-	defer transientMu.Unlock()
-	transientChecks = append(transientChecks, isTransient)
-}
-
-// IsTransient tells whether err (or an error it wraps) is transient: one
-// with a method Transient() bool returning true, or one recognised by a
-// test given to RegisterTransient.
+// TransientError, e.g. conflicts). Such errors have a method
+// Transient() bool returning true.
 func IsTransient(err error) bool {
-	if err == nil {
-		return false
-	}
 	var t interface{ Transient() bool }
-	if errors.As(err, &t) && t.Transient() {
-		return true
-	}
-	transientMu.RLock()
-	defer transientMu.RUnlock()
-	for _, f := range transientChecks {
-		if f(err) {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &t) && t.Transient()
 }
 
 // Retry runs f in a new transaction and commits it, up to attempts times

@@ -310,10 +310,3 @@ func (db *DB) ensureRoot(ctx context.Context) error {
 	return nil
 }
 
-func init() {
-	transaction.RegisterTransient(func(err error) bool {
-		var c *ConflictError
-		var rc *ReadConflictError
-		return errors.As(err, &c) || errors.As(err, &rc)
-	})
-}

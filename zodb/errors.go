@@ -57,6 +57,12 @@ type ReadConflictError struct {
 	ReadSerial      Tid
 }
 
+// Transient tells that the transaction may succeed if retried.
+func (e *ConflictError) Transient() bool { return true }
+
+// Transient tells that the transaction may succeed if retried.
+func (e *ReadConflictError) Transient() bool { return true }
+
 func (e *ReadConflictError) Error() string {
 	return fmt.Sprintf("database read conflict error (oid %v, serial read %v, serial currently committed %v)",
 		e.Oid, e.ReadSerial, e.CommittedSerial)
