@@ -309,4 +309,3 @@ func (db *DB) ensureRoot(ctx context.Context) error {
 	db.mu.Unlock()
 	return nil
 }
-
