@@ -451,10 +451,15 @@ func (d *pickleDecoder) run() (any, error) {
 				}
 			}
 		case opShortBinString, opBinString:
-			// Python 2 str: taken as text (it only appears in old pickles).
+			// Python 2 str (old pickles only): text when it is UTF-8,
+			// else bytes.
 			var p []byte
 			if p, err = d.lenPrefixed(op, opShortBinString, opBinString, 0); err == nil {
-				err = d.push(string(p))
+				if utf8.Valid(p) {
+					err = d.push(string(p))
+				} else {
+					err = d.push(append([]byte{}, p...))
+				}
 			}
 		case opShortBinBytes, opBinBytes, opBinBytes8:
 			var p []byte
