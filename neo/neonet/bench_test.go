@@ -19,11 +19,17 @@ var keep []byte
 // BenchmarkRoundTrip measures one AskObject / AnswerObject round trip on a
 // loopback link (neonet), next to a plain TCP ping-pong moving the same
 // bytes with no framing, matching or decoding (rawTCP), for several object
-// sizes. The ratio of the two is the link's overhead. Two more variants
-// show where it comes from: handoff is rawTCP with a link's goroutine
-// structure (a reader goroutine handing over to the caller and to the
-// request handler), rawCopy is rawTCP giving the caller its own copy of
-// each answer, as a decoded answer is.
+// sizes. The ratio of the two is the link's overhead. rawTCP reuses one
+// buffer for every answer, which a link cannot do: a decoded answer belongs
+// to its caller, so its bytes need memory of their own, allocated for each
+// answer. rawOwned is the fair reference for that: rawTCP reading each
+// answer straight into a buffer allocated for it (one copy, from the
+// kernel), which the caller keeps. Two more variants show where the rest
+// comes from: handoff is rawTCP with a link's goroutine structure (a reader
+// goroutine handing over to the caller and to the request handler), rawCopy
+// is rawTCP giving the caller a copy of each answer (a second copy, as a
+// decoded answer had when the link decoded everything from its read
+// buffer).
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, size := range []int{64, 4 << 10, 64 << 10} {
 		req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
@@ -38,6 +44,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			raw := rawRoundTrip(b, reqSize, ansSize)
 			benchFunc(b, func() { raw() })
 		})
+		b.Run("rawOwned/"+name, func(b *testing.B) { benchFunc(b, rawOwnedRoundTrip(b, reqSize, ansSize)) })
 		b.Run("handoff/"+name, func(b *testing.B) { benchFunc(b, handoffRoundTrip(b, reqSize, ansSize)) })
 		b.Run("rawCopy/"+name, func(b *testing.B) {
 			raw := rawRoundTrip(b, reqSize, ansSize)
@@ -75,6 +82,39 @@ func linkRoundTrip(b *testing.B, req, ans Msg) func() {
 // answers reqSize bytes with ansSize bytes, and returns a function doing
 // one round trip, returning the answer's bytes (valid until the next one).
 func rawRoundTrip(b *testing.B, reqSize, ansSize int) func() []byte {
+	conn := rawConn(b, reqSize, ansSize)
+	out, in := make([]byte, reqSize), make([]byte, ansSize)
+	return func() []byte {
+		if _, err := conn.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, in); err != nil {
+			b.Fatal(err)
+		}
+		return in
+	}
+}
+
+// rawOwnedRoundTrip is rawRoundTrip reading each answer into a buffer
+// allocated for it, which the caller may keep (kept in keep here).
+func rawOwnedRoundTrip(b *testing.B, reqSize, ansSize int) func() {
+	conn := rawConn(b, reqSize, ansSize)
+	out := make([]byte, reqSize)
+	return func() {
+		if _, err := conn.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		in := make([]byte, ansSize)
+		if _, err := io.ReadFull(conn, in); err != nil {
+			b.Fatal(err)
+		}
+		keep = in
+	}
+}
+
+// rawConn returns a TCP connection to a server that answers every reqSize
+// bytes it reads with ansSize bytes.
+func rawConn(b *testing.B, reqSize, ansSize int) net.Conn {
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -103,16 +143,7 @@ func rawRoundTrip(b *testing.B, reqSize, ansSize int) func() []byte {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close(); nl.Close(); wg.Wait() })
-	out, in := make([]byte, reqSize), make([]byte, ansSize)
-	return func() []byte {
-		if _, err := conn.Write(out); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(conn, in); err != nil {
-			b.Fatal(err)
-		}
-		return in
-	}
+	return conn
 }
 
 // handoffRoundTrip is rawRoundTrip with the goroutine structure of a link:
@@ -171,19 +202,21 @@ func handoffRoundTrip(b *testing.B, reqSize, ansSize int) func() {
 	}
 }
 
-// BenchmarkRoundTripRatio runs the neonet and rawTCP round trips of
-// BenchmarkRoundTrip in alternating blocks within one benchmark, so that a
-// changing machine load weighs on both alike, and reports their ratio
-// (and, for reference, the time of handoffRoundTrip).
+// BenchmarkRoundTripRatio runs the neonet, rawTCP and rawOwned round trips
+// of BenchmarkRoundTrip in alternating blocks within one benchmark, so that
+// a changing machine load weighs on all alike, and reports the ratios of
+// neonet to each (and, for reference, the time of handoffRoundTrip).
 func BenchmarkRoundTripRatio(b *testing.B) {
 	for _, size := range []int{64, 4 << 10, 64 << 10} {
 		req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
 		ans := objectAnswer(1, size)
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			link := linkRoundTrip(b, req, ans)
-			raw := rawRoundTrip(b, len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans)))
-			handoff := handoffRoundTrip(b, len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans)))
-			var tLink, tRaw, tHandoff time.Duration
+			reqSize, ansSize := len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans))
+			raw := rawRoundTrip(b, reqSize, ansSize)
+			owned := rawOwnedRoundTrip(b, reqSize, ansSize)
+			handoff := handoffRoundTrip(b, reqSize, ansSize)
+			var tLink, tRaw, tOwned, tHandoff time.Duration
 			const block = 100
 			b.ResetTimer()
 			for done := 0; done < b.N; done += block {
@@ -198,16 +231,23 @@ func BenchmarkRoundTripRatio(b *testing.B) {
 				}
 				t2 := time.Now()
 				for range n {
+					owned()
+				}
+				t3 := time.Now()
+				for range n {
 					handoff()
 				}
 				tLink += t1.Sub(t0)
 				tRaw += t2.Sub(t1)
-				tHandoff += time.Since(t2)
+				tOwned += t3.Sub(t2)
+				tHandoff += time.Since(t3)
 			}
 			b.ReportMetric(float64(tLink.Nanoseconds())/float64(b.N), "neonet-ns/op")
 			b.ReportMetric(float64(tRaw.Nanoseconds())/float64(b.N), "raw-ns/op")
+			b.ReportMetric(float64(tOwned.Nanoseconds())/float64(b.N), "owned-ns/op")
 			b.ReportMetric(float64(tHandoff.Nanoseconds())/float64(b.N), "handoff-ns/op")
 			b.ReportMetric(float64(tLink)/float64(tRaw), "ratio")
+			b.ReportMetric(float64(tLink)/float64(tOwned), "ratio-owned")
 		})
 	}
 }
