@@ -38,6 +38,8 @@ type conn struct {
 	holding bool
 	held    []*zodb.CommitEvent
 	nread   atomic.Int64 // messages read (tests wait on it)
+	// blobs being downloaded, by oid+serial bytes (guarded by mu)
+	blobs map[string]*blobRecv
 }
 
 // call is a synchronous call waiting for its reply.

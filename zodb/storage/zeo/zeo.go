@@ -39,6 +39,10 @@
 //     can say) and always collects garbage, as ZEO's server does.
 //   - UndoLog's filter is applied on the client, to the entries
 //     undoLog(first, last) returned.
+//   - Blobs (zodb.IBlobLoader, zodb.IBlobTxn; blob.go) are sent and
+//     received over the connection, as without a shared blob directory;
+//     there is no client blob cache (ZEO's blob_dir): LoadBlob downloads
+//     the blob every time, into memory or, when large, a temporary file.
 package zeo
 
 import (
@@ -71,7 +75,8 @@ var (
 )
 
 // Storage is a ZEO client storage. It implements zodb.IStorageDriver,
-// zodb.IUndoer and zodb.IPacker.
+// zodb.IUndoer, zodb.IPacker and zodb.IBlobLoader; its transactions
+// implement zodb.IBlobTxn.
 type Storage struct {
 	url         string
 	network     string // "tcp" or "unix"
@@ -114,6 +119,7 @@ var (
 	_ zodb.IStorageDriver = (*Storage)(nil)
 	_ zodb.IUndoer        = (*Storage)(nil)
 	_ zodb.IPacker        = (*Storage)(nil)
+	_ zodb.IBlobLoader    = (*Storage)(nil)
 )
 
 // parseURL reads a zeo:// URL.
@@ -564,7 +570,7 @@ func (s *Storage) serverCall(c *conn, m *msg) error {
 			}
 		}
 	case "receiveBlobStart", "receiveBlobChunk", "receiveBlobStop":
-		s.log.Debug("zeo: blob data ignored (blobs are not supported)", "addr", s.addr)
+		return c.blobMessage(m)
 	default:
 		s.log.Warn("zeo: unknown call from the server", "addr", s.addr, "method", m.method)
 	}
