@@ -11,6 +11,7 @@ import (
 
 	"github.com/neozodb/neo/zodb"
 	"github.com/neozodb/neo/zodb/storage/fs1"
+	"github.com/neozodb/neo/zodb/zodbtools"
 )
 
 const dumpUsage = `Usage: fs1 dump [-v] FILE
@@ -95,7 +96,7 @@ func fsdump(ctx context.Context, w io.Writer, stderr io.Writer, f io.ReaderAt, s
 		fmt.Fprintf(w, "Trans #%05d tid=%016x size=%d time=%s offset=%d\n",
 			i, uint64(th.Tid), th.Len, th.Tid.TimeString(), th.DataPos())
 		fmt.Fprintf(w, "    status=%s user=%s description=%s\n",
-			pyRepr([]byte{byte(th.Status)}), pyBytesRepr(th.User), pyBytesRepr(th.Description))
+			zodbtools.PyRepr([]byte{byte(th.Status)}), pyBytesRepr(th.User), pyBytesRepr(th.Description))
 		j := 0
 		for dpos := th.DataPos(); dpos < th.DataEnd(); j++ {
 			dh, err := fs1.ReadDataHeader(f, dpos, th.DataEnd())

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/neozodb/neo/zodb/zodbtools"
 )
 
 // usageError makes the command exit with status 2 after printing its usage.
@@ -162,34 +164,4 @@ func oneFile(fs *flag.FlagSet, args []string) (string, error) {
 }
 
 // pyBytesRepr formats b like Python's repr(bytes): b'...'.
-func pyBytesRepr(b []byte) string { return "b" + pyRepr(b) }
-
-// pyRepr formats b like Python's repr of a str or bytes without the b
-// prefix: single quotes unless b has a single quote and no double quote,
-// \t \n \r \\ escapes, \xNN for other bytes outside 0x20..0x7e.
-func pyRepr(b []byte) string {
-	q := byte('\'')
-	if strings.IndexByte(string(b), '\'') >= 0 && strings.IndexByte(string(b), '"') < 0 {
-		q = '"'
-	}
-	const hexdigits = "0123456789abcdef"
-	out := make([]byte, 0, len(b)+2)
-	out = append(out, q)
-	for _, c := range b {
-		switch {
-		case c == q || c == '\\':
-			out = append(out, '\\', c)
-		case c == '\t':
-			out = append(out, `\t`...)
-		case c == '\n':
-			out = append(out, `\n`...)
-		case c == '\r':
-			out = append(out, `\r`...)
-		case c < 0x20 || c >= 0x7f:
-			out = append(out, '\\', 'x', hexdigits[c>>4], hexdigits[c&0xf])
-		default:
-			out = append(out, c)
-		}
-	}
-	return string(append(out, q))
-}
+func pyBytesRepr(b []byte) string { return "b" + zodbtools.PyRepr(b) }

@@ -156,7 +156,7 @@ func (d *disassembler) dis(out *bytes.Buffer, data []byte, pos int) (int, error)
 		code := data[pos]
 		op := opcodes[code]
 		if op == nil {
-			return pos, bad(pos, "unknown opcode %s", pyRepr([]byte{code}, false))
+			return pos, bad(pos, "unknown opcode %s", PyRepr([]byte{code}))
 		}
 		pos++
 		arg, hasArg, n, err := readArg(data[pos:], op.arg)
@@ -166,7 +166,7 @@ func (d *disassembler) dis(out *bytes.Buffer, data []byte, pos int) (int, error)
 		pos += n
 
 		fmt.Fprintf(out, "%5d: ", opPos)
-		codeRepr := pyRepr([]byte{code}, false)
+		codeRepr := PyRepr([]byte{code})
 		codeRepr = codeRepr[1 : len(codeRepr)-1]
 		line := fmt.Sprintf("%-4s %s%s", codeRepr, strings.Repeat("    ", len(markstack)), op.name)
 		maxproto = max(maxproto, op.proto)
@@ -287,9 +287,9 @@ func argRepr(v any) string {
 	case pyStr:
 		return pyStrRepr(v)
 	case pyBytes:
-		return "b" + pyRepr(v, false)
+		return "b" + PyRepr(v)
 	case pyBytearray:
-		return "bytearray(b" + pyRepr(v, false) + ")"
+		return "bytearray(b" + PyRepr(v) + ")"
 	}
 	return fmt.Sprint(v)
 }
@@ -618,9 +618,10 @@ func rawUnicodeEscape(b []byte) (pyStr, error) {
 	return s, nil
 }
 
-// pyRepr formats b like Python's repr of bytes (without the b prefix):
-// quotes, \\ \t \n \r escapes, \xNN outside printable ASCII.
-func pyRepr(b []byte, _ bool) string {
+// PyRepr formats b like Python's repr of bytes, without the b prefix:
+// single quotes (double ones when b has a single quote and no double
+// quote), \\ \t \n \r escapes, \xNN outside printable ASCII.
+func PyRepr(b []byte) string {
 	q := byte('\'')
 	if bytes.IndexByte(b, '\'') >= 0 && bytes.IndexByte(b, '"') < 0 {
 		q = '"'
