@@ -77,6 +77,9 @@ func (t *txn) StoreBlob(ctx context.Context, oid zodb.Oid, serial zodb.Tid, data
 			return fail(fmt.Errorf("after %d bytes of blob: %w", total, err))
 		}
 		n, rerr := io.ReadFull(blob, buf)
+		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+			return fail(fmt.Errorf("read blob after %d bytes: %w", total+int64(n), rerr))
+		}
 		if n > 0 {
 			// The message is encoded before async returns: buf
 			// can be reused.
@@ -85,11 +88,8 @@ func (t *txn) StoreBlob(ctx context.Context, oid zodb.Oid, serial zodb.Tid, data
 			}
 			total += int64(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
 		if rerr != nil {
-			return fail(fmt.Errorf("read blob after %d bytes: %w", total, rerr))
+			break
 		}
 	}
 	if err := t.c.async("storeBlobEnd", tuple{oid.Bytes(), serial.Bytes(), data, t.id}); err != nil {
@@ -112,6 +112,10 @@ type blobRecv struct {
 	err     error         // first error writing the content
 	dropped bool          // the caller gave up or took the content: ignore what comes
 	done    chan struct{} // closed when the download is over
+
+	// guarded by conn.mu
+	abandoned bool  // the caller gave up before the reply
+	cl        *call // its sendBlob call, once abandoned
 }
 
 // blobMessage handles receiveBlobStart/Chunk/Stop from the server.
@@ -210,22 +214,51 @@ func (s *Storage) loadBlob(ctx context.Context, oid zodb.Oid, serial zodb.Tid) (
 			c.mu.Unlock()
 			break
 		}
+		wait := busy.done
+		if busy.abandoned {
+			// Its messages may still come, until its reply.
+			wait = busy.cl.done
+		}
 		c.mu.Unlock()
 		select {
-		case <-busy.done:
+		case <-wait:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		c.mu.Lock()
+		if busy.abandoned && c.blobs[key] == busy && isDone(busy.cl.done) {
+			delete(c.blobs, key)
+		}
+		c.mu.Unlock()
 	}
-	defer func() {
+	release := func() {
 		c.mu.Lock()
 		delete(c.blobs, key)
 		c.mu.Unlock()
 		close(br.done)
-	}()
+	}
 
-	_, err = c.call(ctx, "sendBlob", tuple{oid.Bytes(), serial.Bytes()}, nil)
+	cl, _, err := c.start("sendBlob", tuple{oid.Bytes(), serial.Bytes()}, nil)
 	if err != nil {
+		release()
+		return nil, err
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		// The key stays taken until the reply (or the end of the
+		// connection), so that the messages still to come do not mix
+		// with a later download of the same blob; that download
+		// releases it.
+		br.drop()
+		c.mu.Lock()
+		br.cl, br.abandoned = cl, true
+		c.mu.Unlock()
+		close(br.done) // waiters now wait for the reply
+		return nil, ctx.Err()
+	}
+	defer release()
+	if err := cl.err; err != nil {
 		br.drop()
 		if isPOSKeyError(err) {
 			return nil, &zodb.NoBlobError{Oid: oid, Serial: serial}
@@ -322,4 +355,13 @@ func (t *tempFile) Close() error {
 		err = rerr
 	}
 	return err
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -182,19 +182,30 @@ func msgKey(id any) (string, bool) {
 // uses (oid, tid) as its message id and shares the reply of an identical
 // call already outstanding.
 func (c *conn) call(ctx context.Context, method string, args tuple, onReply func(any)) (any, error) {
+	cl, key, err := c.start(method, args, onReply)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, cl, key)
+}
+
+// start sends a synchronous call; its done channel is closed when the
+// reply came or the connection went down. key is the call's entry in
+// pending, "" for a loadBefore sharing an outstanding call.
+func (c *conn) start(method string, args tuple, onReply func(any)) (*call, string, error) {
 	var id any
 	var key string
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return nil, c.disconnectedErr()
+		return nil, "", c.disconnectedErr()
 	}
 	if method == "loadBefore" && len(args) == 2 {
 		id = args
 		key, _ = msgKey(id)
 		if cl := c.pending[key]; cl != nil {
 			c.mu.Unlock()
-			return c.wait(ctx, cl, "")
+			return cl, "", nil
 		}
 	} else {
 		c.nextID++
@@ -207,9 +218,9 @@ func (c *conn) call(ctx context.Context, method string, args tuple, onReply func
 
 	if err := c.writeMsg(&msg{id: id, flag: false, method: method, args: args}); err != nil {
 		c.forget(key, cl)
-		return nil, err
+		return nil, "", err
 	}
-	return c.wait(ctx, cl, key)
+	return cl, key, nil
 }
 
 func (c *conn) forget(key string, cl *call) {
