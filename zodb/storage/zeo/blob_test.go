@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"testing"
 
@@ -307,5 +308,126 @@ func testStoreBlob(t *testing.T, letter byte) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("abort: %v", err)
+	}
+}
+
+// Blobs end to end through two clients of the in-test server.
+func TestBlobsOverWire(t *testing.T) {
+	for _, letter := range []byte{'Z', 'M'} {
+		t.Run(string(letter), func(t *testing.T) { testBlobsOverWire(t, letter) })
+	}
+}
+
+func testBlobsOverWire(t *testing.T, letter byte) {
+	defer func(n int) { blobSpoolMax = n }(blobSpoolMax)
+	blobSpoolMax = 100_000
+
+	srv := startTestServer(t, letter)
+	openS := func() *Storage {
+		u, _ := url.Parse(srv.url())
+		drv, _, err := open(ctxT(t), u, &zodb.DriverOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { drv.Close() })
+		return drv.(*Storage)
+	}
+	a, b := openS(), openS()
+	ctx := ctxT(t)
+	record := []byte("\x80\x03cZODB.blob\nBlob\nq\x00.\x80\x03N.")
+
+	commit := func(s *Storage, abort bool, blobs map[zodb.Oid][]byte, serials map[zodb.Oid]zodb.Tid) zodb.Tid {
+		t.Helper()
+		txn, err := s.Begin(ctx, zodb.TxnMeta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for oid, blob := range blobs {
+			if err := txn.(zodb.IBlobTxn).StoreBlob(ctx, oid, serials[oid], record, bytes.NewReader(blob)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if abort {
+			if err := txn.Abort(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return 0
+		}
+		if _, err := txn.Vote(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tid, err := txn.Finish(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tid
+	}
+	load := func(s *Storage, oid zodb.Oid, serial zodb.Tid) ([]byte, error) {
+		rc, err := s.LoadBlob(ctx, oid, serial)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+
+	oids, err := a.NewOids(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := map[zodb.Oid][]byte{oids[0]: randBytes(10, 0), oids[1]: randBytes(11, 1000), oids[2]: randBytes(12, 3*blobChunkSize+5)}
+	tid1 := commit(a, false, v1, nil)
+	v2 := map[zodb.Oid][]byte{oids[2]: randBytes(13, 70_000)}
+	tid2 := commit(a, false, v2, map[zodb.Oid]zodb.Tid{oids[2]: tid1})
+	// An aborted transaction's blob is gone with it.
+	nblobs := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.blobs)
+	}
+	before := nblobs()
+	commit(a, true, map[zodb.Oid][]byte{oids[1]: []byte("aborted")}, map[zodb.Oid]zodb.Tid{oids[1]: tid1})
+	if n := nblobs(); n != before {
+		t.Errorf("server holds %d blobs after an aborted transaction, want %d", n, before)
+	}
+
+	// Every revision from the other client, concurrently, twice each.
+	type rev struct {
+		oid  zodb.Oid
+		tid  zodb.Tid
+		want []byte
+	}
+	var revs []rev
+	for oid, blob := range v1 {
+		revs = append(revs, rev{oid, tid1, blob})
+	}
+	revs = append(revs, rev{oids[2], tid2, v2[oids[2]]})
+	errc := make(chan error, 2*len(revs))
+	for range 2 {
+		for _, r := range revs {
+			go func() {
+				got, err := load(b, r.oid, r.tid)
+				if err == nil && !bytes.Equal(got, r.want) {
+					err = fmt.Errorf("%v@%v: %d bytes, want %d", r.oid, r.tid, len(got), len(r.want))
+				}
+				errc <- err
+			}()
+		}
+	}
+	for range 2 * len(revs) {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+
+	// No blob at a revision that has none.
+	var e *zodb.NoBlobError
+	if _, err := load(b, oids[1], tid2); !errors.As(err, &e) || e.Oid != oids[1] || e.Serial != tid2 {
+		t.Errorf("LoadBlob of a revision without blob: %v, want NoBlobError", err)
+	}
+	// The record is an ordinary object revision.
+	data, serial, _, err := b.Load(ctx, zodb.Xid{Oid: oids[2], At: zodb.TidMax})
+	if err != nil || serial != tid2 || !bytes.Equal(data, record) {
+		t.Errorf("Load of the blob object: %q %v %v", data, serial, err)
 	}
 }

@@ -22,7 +22,8 @@ import (
 // transaction calls logged until vote, a commit lock from vote to
 // finish/abort, invalidations to the other connections, getInvalidations
 // from a queue, conflicts handed back to the client as with the server
-// option client-conflict-resolution), and nothing more. The real server
+// option client-conflict-resolution, blobs uploaded and streamed in
+// chunks and kept in a map beside the mem storage), and nothing more. The real server
 // is exercised by the transcripts (TestReplay) and by TestConformance with
 // ZEO_SERVER.
 
@@ -37,6 +38,7 @@ type testServer struct {
 	mu    sync.Mutex
 	conns map[*tsConn]bool
 	invq  []zodb.CommitEvent // committed transactions, for getInvalidations
+	blobs map[string][]byte  // committed blobs by oid+tid bytes (mem keeps none)
 	first zodb.Tid           // getInvalidations knows changes after this tid
 	wg    sync.WaitGroup
 }
@@ -55,6 +57,9 @@ type tsConn struct {
 	iters   map[int64]zodb.ITxnIterator
 	recs    map[int64]zodb.IDataIterator
 	nextIID int64
+
+	blobUp   []byte              // blob being uploaded (storeBlobStart..End)
+	txnBlobs map[zodb.Oid][]byte // blobs of the open transaction
 }
 
 var memSeq atomic.Int64
@@ -70,7 +75,7 @@ func startTestServer(t testing.TB, letter byte) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, ln: ln, letter: letter, stor: stor, conns: map[*tsConn]bool{}}
+	s := &testServer{t: t, ln: ln, letter: letter, stor: stor, conns: map[*tsConn]bool{}, blobs: map[string][]byte{}}
 	s.first, _ = stor.LastTid(context.Background())
 	s.wg.Add(1)
 	go s.serve()
@@ -181,7 +186,10 @@ func exceptionOf(err error) (string, any) {
 	var rerr *zodb.ReadConflictError
 	var uerr *zodb.UndoError
 	var terr *zodb.TransactionError
+	var berr *zodb.NoBlobError
 	switch {
+	case errors.As(err, &berr):
+		return posException + "POSKeyError", tuple{"No blob file", berr.Oid.Bytes(), berr.Serial.Bytes()}
 	case errors.As(err, &noobj):
 		return posException + "POSKeyError", tuple{noobj.Oid.Bytes()}
 	case errors.As(err, &nodata):
@@ -227,7 +235,7 @@ func (c *tsConn) abortTxn() {
 		c.txn = nil
 		c.srv.commitLock.Unlock()
 	}
-	c.txnID, c.log = nil, nil
+	c.txnID, c.log, c.txnBlobs = nil, nil, nil
 }
 
 func (c *tsConn) handle(method string, a tuple) (res any, err error) {
@@ -365,6 +373,40 @@ func (c *tsConn) handle(method string, a tuple) (res any, err error) {
 		}
 		c.log = append(c.log, append(tuple{method}, a...))
 		return nil, nil
+	case "storeBlobStart":
+		c.blobUp = []byte{}
+		return nil, nil
+	case "storeBlobChunk":
+		if c.blobUp == nil {
+			return nil, errors.New("storeBlobChunk without storeBlobStart")
+		}
+		c.blobUp = append(c.blobUp, a[0].([]byte)...)
+		return nil, nil
+	case "storeBlobEnd":
+		if c.blobUp == nil || !equalValue(c.txnID, a[3]) {
+			return nil, errors.New("storeBlobEnd without storeBlobStart or for another transaction")
+		}
+		if c.txnBlobs == nil {
+			c.txnBlobs = map[zodb.Oid][]byte{}
+		}
+		c.txnBlobs[mustOid(a[0])] = c.blobUp
+		c.blobUp = nil
+		return nil, nil
+	case "sendBlob":
+		c.srv.mu.Lock()
+		blob, ok := c.srv.blobs[string(a[0].([]byte))+string(a[1].([]byte))]
+		c.srv.mu.Unlock()
+		if !ok {
+			return nil, &zodb.NoBlobError{Oid: mustOid(a[0]), Serial: mustTid(a[1])}
+		}
+		c.write(tuple{int64(0), true, "receiveBlobStart", tuple{a[0], a[1]}})
+		for len(blob) > 0 {
+			n := min(len(blob), blobChunkSize)
+			c.write(tuple{int64(0), true, "receiveBlobChunk", tuple{a[0], a[1], blob[:n]}})
+			blob = blob[n:]
+		}
+		c.write(tuple{int64(0), true, "receiveBlobStop", tuple{a[0], a[1]}})
+		return nil, nil
 	case "vote":
 		if c.txnID == nil || !equalValue(c.txnID, a[0]) {
 			return nil, &zodb.TransactionError{Msg: "vote: not the current transaction"}
@@ -375,14 +417,18 @@ func (c *tsConn) handle(method string, a tuple) (res any, err error) {
 			return nil, &zodb.TransactionError{Msg: "tpc_finish without vote"}
 		}
 		tid, err := c.txn.Finish(ctx)
+		blobs := c.txnBlobs
 		c.txn = nil
-		c.txnID, c.log = nil, nil
+		c.txnID, c.log, c.txnBlobs = nil, nil, nil
 		if err != nil {
 			c.srv.commitLock.Unlock()
 			return nil, err
 		}
 		changed := c.changed
 		c.srv.mu.Lock()
+		for oid, b := range blobs {
+			c.srv.blobs[string(oid.Bytes())+string(tid.Bytes())] = b
+		}
 		c.srv.invq = append(c.srv.invq, zodb.CommitEvent{Tid: tid, Changed: changed})
 		c.srv.mu.Unlock()
 		c.write(tuple{int64(0), true, "info", tuple{&dict{}}})
@@ -488,7 +534,7 @@ func (c *tsConn) vote(ctx context.Context) (any, error) {
 				}
 			}
 		}
-		c.txnID, c.log = nil, nil
+		c.txnID, c.log, c.txnBlobs = nil, nil, nil
 		return nil, err
 	}
 	changed := []zodb.Oid{}
