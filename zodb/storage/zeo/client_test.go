@@ -179,6 +179,7 @@ func TestParseURL(t *testing.T) {
 		{url: "zeo://localhost", err: "missing port"},
 		{url: "zeo://", err: "no address"},
 		{url: "zeo://h:1?bogus=1", err: "unknown URL option"},
+		{url: "zeo://h:1?blob_dir=/tmp/b", err: "keeps no blob directory"},
 		{url: "zeo://h:1/path", err: "no path"},
 	} {
 		u, err := url.Parse(tc.url)

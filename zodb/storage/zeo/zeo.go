@@ -131,6 +131,9 @@ func parseURL(u *url.URL) (network, addr, storageName, label string, err error) 
 	}
 	label = q.Get("client_label")
 	for k := range q {
+		if k == "blob_dir" || k == "shared_blob_dir" {
+			return "", "", "", "", fmt.Errorf("zeo: URL option %q: this client keeps no blob directory (LoadBlob downloads blobs from the server)", k)
+		}
 		if k != "storage" && k != "client_label" {
 			return "", "", "", "", fmt.Errorf("zeo: unknown URL option %q", k)
 		}
