@@ -3,6 +3,8 @@ package zeo
 import (
 	"bytes"
 	"testing"
+
+	"github.com/neozodb/neo/zodb"
 )
 
 // Fuzz targets for everything that reads bytes from the server: framing,
@@ -47,7 +49,18 @@ func fuzzConn(cd codec) *conn {
 		key, _ := msgKey(id)
 		c.pending[key] = &call{done: make(chan struct{})}
 	}
+	// A blob download under way, for the seeds of FuzzFrame.
+	c.blobs = map[string]*blobRecv{fuzzBlobKey: {done: make(chan struct{})}}
 	return c
+}
+
+var fuzzBlobKey = blobKey(zodb.Oid(1).Bytes(), zodb.Tid(1).Bytes())
+
+// dropFuzzBlob releases what a fuzz input downloaded.
+func dropFuzzBlob(c *conn) {
+	if br := c.blobs[fuzzBlobKey]; br != nil {
+		br.drop()
+	}
 }
 
 // valueSize counts the nodes of v, up to budget (decoded pickles may share
@@ -100,6 +113,7 @@ func fuzzDecode(t *testing.T, cd codec, data []byte) {
 	// The whole receiving path: must not panic; an error closes the
 	// connection in real use.
 	c := fuzzConn(cd)
+	defer dropFuzzBlob(c)
 	_ = c.handleFrame(data)
 }
 
@@ -127,12 +141,33 @@ func FuzzFrame(f *testing.F) {
 			f.Add(stream, tr.Marshaller == "msgpack")
 		}
 	}
+	// A blob streamed to the download fuzzConn waits for.
+	for _, cd := range []codec{pickleCodec{}, msgpackCodec{}} {
+		oid, serial := zodb.Oid(1).Bytes(), zodb.Tid(1).Bytes()
+		var stream []byte
+		for _, m := range []tuple{
+			{int64(0), true, "receiveBlobStart", tuple{oid, serial}},
+			{int64(0), true, "receiveBlobChunk", tuple{oid, serial, []byte("chunk 1")}},
+			{int64(0), true, "receiveBlobChunk", tuple{oid, serial, []byte("chunk 2")}},
+			{int64(0), true, "receiveBlobStop", tuple{oid, serial}},
+			{int64(1), int64(0), ".reply", nil},
+		} {
+			p, err := cd.encode(m)
+			if err != nil {
+				f.Fatal(err)
+			}
+			stream = appendFrame(stream, p)
+		}
+		_, isMsgpack := cd.(msgpackCodec)
+		f.Add(stream, isMsgpack)
+	}
 	f.Fuzz(func(t *testing.T, stream []byte, msgpack bool) {
 		var cd codec = pickleCodec{}
 		if msgpack {
 			cd = msgpackCodec{}
 		}
 		c := fuzzConn(cd)
+		defer dropFuzzBlob(c)
 		fr := &frameReader{r: bytes.NewReader(stream)}
 		for {
 			p, err := fr.readFrame()
