@@ -235,8 +235,8 @@ type Backend interface {
 
 	// StoreTransaction writes committed metadata (replication).
 	StoreTransaction(ctx context.Context, meta *TxnMeta) error
-	// StoreObject writes a committed record (replication), re-using an
-	// identical data row if there is one.
+	// StoreObject writes a committed record (replication); in a
+	// deduplicating database an identical data row is re-used.
 	StoreObject(ctx context.Context, o *Object) error
 	// DeleteTransaction deletes committed metadata of tid (replication).
 	DeleteTransaction(ctx context.Context, tid zodb.Tid) error

@@ -797,19 +797,23 @@ func (db *DB) Load(ctx context.Context, oid zodb.Oid, at, before zodb.Tid, o *ba
 	if err != nil {
 		return err
 	}
-	q, args := loadLatest, []any{p, oid}
+	q, bound := loadLatest, zodb.InvalidTid
 	switch {
 	case at != zodb.InvalidTid:
-		q, args = loadAt, append(args, at)
+		q, bound = loadAt, at
 	case before != zodb.InvalidTid:
-		q, args = loadBefore, append(args, before)
+		q, bound = loadBefore, before
 	}
 	st, err := db.prep(ctx, q)
 	if err != nil {
 		return fmt.Errorf("sqlite: load %s: %w", oid, err)
 	}
 	defer st.Reset()
-	bind(st, args...)
+	st.BindInt64(1, int64(p))
+	st.BindInt64(2, int64(oid))
+	if bound != zodb.InvalidTid {
+		st.BindInt64(3, int64(bound))
+	}
 	row, err := st.Step()
 	if err != nil {
 		return fmt.Errorf("sqlite: load %s: %w", oid, err)
@@ -875,6 +879,22 @@ func (db *DB) nextDataID(ctx context.Context, p uint32) (int64, error) {
 	return id, err
 }
 
+// findData returns the id of an identical data row in a deduplicating
+// database (NEO/py shares data rows only there), else NoData.
+func (db *DB) findData(ctx context.Context, checksum proto.Checksum, compression uint8, data []byte) (int64, error) {
+	id := backend.NoData
+	if !db.dedup {
+		return id, nil
+	}
+	err := db.query(ctx, "SELECT id, value FROM data WHERE hash=? AND compression=?", func(st *sqlite.Stmt) error {
+		if id == backend.NoData && bytes.Equal(columnBytes(st, 1), data) {
+			id = st.ColumnInt64(0)
+		}
+		return nil
+	}, checksum[:], int64(compression))
+	return id, err
+}
+
 func (db *DB) hold(ttid zodb.Tid, id int64) {
 	db.held[id]++
 	db.byTxn[ttid] = append(db.byTxn[ttid], id)
@@ -917,20 +937,11 @@ func (db *DB) StoreData(ctx context.Context, ttid zodb.Tid, oid zodb.Oid, checks
 	if err := db.begin(ctx); err != nil {
 		return 0, err
 	}
-	if db.dedup {
-		id := backend.NoData
-		if err := db.query(ctx, "SELECT id, value FROM data WHERE hash=? AND compression=?", func(st *sqlite.Stmt) error {
-			if bytes.Equal(columnBytes(st, 1), data) {
-				id = st.ColumnInt64(0)
-			}
-			return nil
-		}, checksum[:], int64(compression)); err != nil {
-			return 0, err
-		}
-		if id != backend.NoData {
-			db.hold(ttid, id)
-			return id, nil
-		}
+	if id, err := db.findData(ctx, checksum, compression, data); err != nil {
+		return 0, err
+	} else if id != backend.NoData {
+		db.hold(ttid, id)
+		return id, nil
 	}
 	id, err := db.nextDataID(ctx, p)
 	if err != nil {
@@ -1514,13 +1525,8 @@ func (db *DB) StoreObject(ctx context.Context, o *backend.Object) (err error) {
 	}
 	var dataID any = null{}
 	if o.HasData {
-		id := backend.NoData
-		if err := db.query(ctx, "SELECT id, value FROM data WHERE hash=? AND compression=?", func(st *sqlite.Stmt) error {
-			if id == backend.NoData && bytes.Equal(columnBytes(st, 1), o.Data) {
-				id = st.ColumnInt64(0)
-			}
-			return nil
-		}, o.Checksum[:], int64(o.Compression)); err != nil {
+		id, err := db.findData(ctx, o.Checksum, o.Compression, o.Data)
+		if err != nil {
 			return err
 		}
 		if id == backend.NoData {
