@@ -38,11 +38,6 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("BTrees conflict in %s: %s (reason %d)", e.Class, conflictReasons[e.Reason], e.Reason)
 }
 
-type mergeItem[K, V any] struct {
-	keys []K
-	vals []V
-}
-
 // bucketState takes a bucket state apart: items and next reference.
 func bucketState[K, V any, F family[K, V]](state any) (keys []K, vals []V, next *zodb.PyRef, err error) {
 	if state == nil {
@@ -159,13 +154,13 @@ func merge[K, V any, F family[K, V]](class string, keys [3][]K, vals [3][]V) ([]
 	var rv []V
 	var pos [3]int
 	at := func(i int) bool { return pos[i] < len(keys[i]) }
-	out := func(i int) {
+	emit := func(i int) {
 		rk = append(rk, keys[i][pos[i]])
 		if !set {
 			rv = append(rv, vals[i][pos[i]])
 		}
-		pos[i]++
 	}
+	out := func(i int) { emit(i); pos[i]++ }
 	fail := func(reason int) ([]K, []V, error) { return nil, nil, &ConflictError{class, reason} }
 	var cerr error
 	cmpK := func(a, b int) int {
@@ -199,9 +194,9 @@ func merge[K, V any, F family[K, V]](class string, keys [3][]K, vals [3][]V) ([]
 		case c12 == 0 && c13 == 0:
 			switch {
 			case sameVal(0, 1):
-				out(2) // changed in new, or unchanged
+				emit(2) // changed in new, or unchanged
 			case sameVal(0, 2):
-				out(1)
+				emit(1)
 			default:
 				if cerr != nil {
 					return failErr()
