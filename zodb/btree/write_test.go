@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"path/filepath"
-	"math/big"
 	"slices"
 	"testing"
 
@@ -121,7 +121,7 @@ func checkModel[K cmp.Ordered, V comparable, KK any, F family[KK, V]](ctx contex
 	return nil
 }
 
-func ident[K any](k K) K { return k }
+func ident[K any](k K) K  { return k }
 func anyStr(k any) string { return k.(string) }
 
 // stateForm returns the form of a stored tree's state: empty, inline or
