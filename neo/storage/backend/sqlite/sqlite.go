@@ -93,6 +93,7 @@ type DB struct {
 	mu       sync.Mutex
 	conn     *sqlite.Conn
 	inTx     bool // a write transaction is open
+	inOp     bool // the savepoint of the current operation is open
 	closed   bool
 	dedup    bool
 	nid      proto.NodeID
@@ -102,6 +103,8 @@ type DB struct {
 	byTxn    map[zodb.Tid][]int64 // data ids held per ttid
 	lock     net.Listener         // exclusive lock, nil with NoLock
 	done     <-chan struct{}      // interrupt channel set on conn
+
+	deferredCommitted func() // test hook, called after each deferred commit
 
 	kick chan struct{} // a deferred commit is pending
 	stop chan struct{}
@@ -404,17 +407,25 @@ func (db *DB) query(ctx context.Context, q string, f func(st *sqlite.Stmt) error
 	}
 }
 
+// begin opens the write transaction if needed and, once per operation, a
+// savepoint: a failed operation is undone alone (endOp), leaving the work
+// of others (e.g. an unlocked transaction whose commit is deferred) intact.
 func (db *DB) begin(ctx context.Context) error {
 	if db.closed {
 		return errors.New("sqlite: database closed")
 	}
-	if db.inTx {
-		return nil
+	if !db.inTx {
+		if err := db.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+			return err
+		}
+		db.inTx = true
 	}
-	if err := db.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return err
+	if !db.inOp {
+		if err := db.exec(ctx, "SAVEPOINT op"); err != nil {
+			return err
+		}
+		db.inOp = true
 	}
-	db.inTx = true
 	return nil
 }
 
@@ -425,8 +436,26 @@ func (db *DB) commit(ctx context.Context) error {
 	if err := db.exec(ctx, "COMMIT"); err != nil {
 		return err
 	}
-	db.inTx = false
+	db.inTx, db.inOp = false, false
 	return nil
+}
+
+// endOp ends the savepoint of an operation: released on success, rolled
+// back on error (*err).
+func (db *DB) endOp(err *error) {
+	if !db.inOp {
+		return
+	}
+	db.inOp = false
+	bg := context.Background()
+	if *err != nil {
+		if e := db.exec(bg, "ROLLBACK TO op"); e != nil {
+			*err = fmt.Errorf("%w; undoing it: %v", *err, e)
+		}
+	}
+	if e := db.exec(bg, "RELEASE op"); e != nil && *err == nil {
+		*err = e
+	}
 }
 
 // deferCommit asks the committer to commit within CommitDelay.
@@ -457,15 +486,11 @@ func (db *DB) committer() {
 			// A failed deferred commit is retried by the next write or Close.
 			_ = db.commit(context.Background())
 		}
+		hook := db.deferredCommitted
 		db.mu.Unlock()
-	}
-}
-
-// rollbackOnError ends a failed write transaction so the next one starts clean.
-func (db *DB) rollbackOnError(err *error) {
-	if *err != nil && db.inTx {
-		_ = db.exec(context.Background(), "ROLLBACK")
-		db.inTx = false
+		if hook != nil {
+			hook()
+		}
 	}
 }
 
@@ -586,7 +611,7 @@ func (db *DB) Config(ctx context.Context, key string) (string, bool, error) {
 func (db *DB) SetConfig(ctx context.Context, key, value string, ok bool) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -641,7 +666,7 @@ func (db *DB) PartitionTable(ctx context.Context) ([]backend.Cell, error) {
 func (db *DB) ChangePartitionTable(ctx context.Context, ptid proto.PTid, replicas int, changes []proto.CellChange, reset bool, lastPackID zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -736,7 +761,7 @@ func (db *DB) ChangePartitionTable(ctx context.Context, ptid proto.PTid, replica
 func (db *DB) SetReplicated(ctx context.Context, partition uint32, tid zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -917,7 +942,7 @@ func (db *DB) hold(ttid zodb.Tid, id int64) {
 func (db *DB) StoreData(ctx context.Context, ttid zodb.Tid, oid zodb.Oid, checksum proto.Checksum, data []byte, compression uint8, dataSerial zodb.Tid) (_ int64, err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	p, err := db.partition(uint64(oid))
 	if err != nil {
 		return 0, err
@@ -1016,7 +1041,7 @@ func (db *DB) prune(ctx context.Context, ids []int64) error {
 func (db *DB) ReleaseData(ctx context.Context, ids []int64) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	for _, id := range ids {
 		for ttid, l := range db.byTxn {
 			for i, x := range l {
@@ -1039,7 +1064,7 @@ func (db *DB) ReleaseData(ctx context.Context, ids []int64) (err error) {
 func (db *DB) Vote(ctx context.Context, ttid zodb.Tid, objs []backend.TObject, meta *backend.TxnMeta) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -1090,7 +1115,7 @@ func (db *DB) storePack(ctx context.Context, tid zodb.Tid, pk *backend.PackOrder
 func (db *DB) Lock(ctx context.Context, ttid, tid zodb.Tid, packApproved bool) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -1109,7 +1134,7 @@ func (db *DB) Lock(ctx context.Context, ttid, tid zodb.Tid, packApproved bool) (
 func (db *DB) Unlock(ctx context.Context, ttid, tid zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -1149,7 +1174,7 @@ func (db *DB) Unlock(ctx context.Context, ttid, tid zodb.Tid) (err error) {
 func (db *DB) Abort(ctx context.Context, ttid zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -1196,7 +1221,7 @@ func (db *DB) Unfinished(ctx context.Context) (map[zodb.Tid]zodb.Tid, error) {
 func (db *DB) DropUnfinished(ctx context.Context) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -1505,7 +1530,7 @@ func (db *DB) CheckSerialRange(ctx context.Context, partition uint32, length int
 func (db *DB) StoreTransaction(ctx context.Context, m *backend.TxnMeta) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	p, err := db.partition(uint64(m.Tid))
 	if err != nil {
 		return err
@@ -1528,7 +1553,7 @@ func (db *DB) StoreTransaction(ctx context.Context, m *backend.TxnMeta) (err err
 func (db *DB) StoreObject(ctx context.Context, o *backend.Object) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	p, err := db.partition(uint64(o.Oid))
 	if err != nil {
 		return err
@@ -1564,7 +1589,7 @@ func (db *DB) StoreObject(ctx context.Context, o *backend.Object) (err error) {
 func (db *DB) DeleteTransaction(ctx context.Context, tid zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	p, err := db.partition(uint64(tid))
 	if err != nil {
 		return err
@@ -1600,7 +1625,7 @@ func (db *DB) deleteObjects(ctx context.Context, where string, args ...any) erro
 func (db *DB) DeleteObject(ctx context.Context, oid zodb.Oid, serial zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	p, err := db.partition(uint64(oid))
 	if err != nil {
 		return err
@@ -1619,7 +1644,7 @@ func (db *DB) DeleteObject(ctx context.Context, oid zodb.Oid, serial zodb.Tid) (
 func (db *DB) DropPartitions(ctx context.Context, partitions []uint32) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}
@@ -1641,7 +1666,7 @@ func (db *DB) DropPartitions(ctx context.Context, partitions []uint32) (err erro
 func (db *DB) Truncate(ctx context.Context, tid zodb.Tid) (err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	defer db.rollbackOnError(&err)
+	defer db.endOp(&err)
 	if err := db.begin(ctx); err != nil {
 		return err
 	}

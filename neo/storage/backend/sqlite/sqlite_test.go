@@ -741,3 +741,115 @@ func TestReplicationAndTruncate(t *testing.T) {
 		t.Errorf("rows left after drop: %v", got)
 	}
 }
+
+func TestFailedOperationKeepsDeferredWork(t *testing.T) {
+	db, path := newTest(t)
+	commit(t, db, 8, 12, store{oid: 1, data: "kept"}) // unlock commit deferred
+	h, d := data("x")
+	id, err := db.StoreData(ctx, 20, 2, h, d, 0, zodb.InvalidTid)
+	must(t, err)
+	dup := []backend.TObject{{Oid: 2, DataID: id, DataSerial: zodb.InvalidTid}, {Oid: 2, DataID: id, DataSerial: zodb.InvalidTid}}
+	if err := db.Vote(ctx, 20, dup, nil); err == nil {
+		t.Fatal("vote of a duplicate oid accepted")
+	}
+	must(t, db.Commit(ctx))
+	db.crash()
+	db = openTest(t, path)
+	defer db.Close()
+	if o, err := load(t, db, 1, zodb.InvalidTid, zodb.InvalidTid); err != nil || string(o.Data) != "kept" {
+		t.Errorf("unlocked transaction lost by a failed vote: %+v %v", o, err)
+	}
+	if got := rawInt(t, db, "SELECT COUNT(*) FROM tobj"); got[0] != 0 {
+		t.Errorf("failed vote left %d tobj rows", got[0])
+	}
+}
+
+func TestDeferredCommit(t *testing.T) {
+	db, path := newTest(t)
+	committed := make(chan struct{}, 1)
+	db.mu.Lock()
+	db.deferredCommitted = func() {
+		select {
+		case committed <- struct{}{}:
+		default:
+		}
+	}
+	db.mu.Unlock()
+	commit(t, db, 8, 12, store{oid: 1, data: "soon durable"})
+	// Another connection sees the transaction once the deferred commit ran.
+	for {
+		<-committed
+		c, err := sqlite.OpenConn(path, sqlite.OpenReadOnly)
+		must(t, err)
+		st := c.Prep("SELECT COUNT(*) FROM obj")
+		row, err := st.Step()
+		n := st.ColumnInt64(0)
+		st.Reset()
+		c.Close()
+		must(t, err)
+		if row && n == 1 {
+			return
+		}
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	db, _ := newTest(t)
+	commit(t, db, 8, 12, store{oid: 1, data: "a"})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := db.Load(cctx, 1, zodb.InvalidTid, zodb.InvalidTid, &backend.Object{}); err == nil {
+		t.Error("load with a canceled context succeeded")
+	}
+	if _, err := load(t, db, 1, zodb.InvalidTid, zodb.InvalidTid); err != nil {
+		t.Errorf("load after a canceled one: %v", err)
+	}
+}
+
+func TestConcurrentLoadsAndCommits(t *testing.T) {
+	db, _ := newTest(t)
+	commit(t, db, 4, 4, store{oid: 1, data: "4"})
+	const n = 20
+	done := make(chan error, 2)
+	go func() {
+		for i := 1; i <= n; i++ {
+			tid := zodb.Tid(4 * (i + 1))
+			var objs []backend.TObject
+			h, d := data(fmt.Sprint(uint64(tid)))
+			id, err := db.StoreData(ctx, tid, 1, h, d, 0, zodb.InvalidTid)
+			if err == nil {
+				objs = append(objs, backend.TObject{Oid: 1, DataID: id, DataSerial: zodb.InvalidTid})
+				err = db.Vote(ctx, tid, objs, &backend.TxnMeta{TTid: tid, Oids: []zodb.Oid{1}})
+			}
+			if err == nil {
+				err = db.Lock(ctx, tid, tid, false)
+			}
+			if err == nil {
+				err = db.Unlock(ctx, tid, tid)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() {
+		o := &backend.Object{}
+		for i := 0; i < 200; i++ {
+			// a load at 4 always sees the first revision
+			if err := db.Load(ctx, 1, zodb.InvalidTid, 5, o); err != nil || o.Serial != 4 || string(o.Data) != "4" {
+				done <- fmt.Errorf("load before 5: %+v %v", o, err)
+				return
+			}
+			if err := db.Load(ctx, 1, zodb.InvalidTid, zodb.InvalidTid, o); err != nil || string(o.Data) != fmt.Sprint(uint64(o.Serial)) {
+				done <- fmt.Errorf("latest load: %+v %v", o, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range 2 {
+		must(t, <-done)
+	}
+}
