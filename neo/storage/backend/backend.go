@@ -94,6 +94,12 @@ type PackOrder struct {
 	PackTid  zodb.Tid
 }
 
+// PackOrderID is a pack order with its id (the tid of its transaction).
+type PackOrderID struct {
+	ID zodb.Tid
+	PackOrder
+}
+
 // TxnMeta is the metadata of a transaction (trans / ttrans row).
 type TxnMeta struct {
 	Tid         zodb.Tid // final tid (0 in ttrans until locked)
@@ -242,6 +248,22 @@ type Backend interface {
 	DeleteTransaction(ctx context.Context, tid zodb.Tid) error
 	// DeleteObject deletes a committed record (replication).
 	DeleteObject(ctx context.Context, oid zodb.Oid, serial zodb.Tid) error
+	// PackOrders returns the committed pack orders with id ≥ min whose
+	// transaction is in one of the given partitions, by id.
+	PackOrders(ctx context.Context, min zodb.Tid, partitions []uint32) ([]PackOrderID, error)
+	// SignPackOrders marks orders approved or rejected and returns the ids
+	// of the orders that exist.
+	SignPackOrders(ctx context.Context, approved, rejected []zodb.Tid) ([]zodb.Tid, error)
+	// SetPartitionPacked records the last completed pack id of an own cell.
+	SetPartitionPacked(ctx context.Context, partition uint32, id zodb.Tid) error
+	// Pack packs a partition at packTid: for every oid (all oids ≥ minOid
+	// of the partition, at most limit of them, when oids is nil; else the
+	// listed oids), the revisions older than its latest revision ≤ packTid
+	// are deleted, and that one too if it has no data; unreferenced data is
+	// deleted. With oids nil and limit oids examined, next is the oid to
+	// continue from (more true).
+	Pack(ctx context.Context, partition uint32, packTid zodb.Tid, oids []zodb.Oid, minOid zodb.Oid, limit int) (next zodb.Oid, more bool, err error)
+
 	// DropPartitions deletes everything of the given partitions.
 	DropPartitions(ctx context.Context, partitions []uint32) error
 	// Truncate deletes, in the node's own partitions, everything committed

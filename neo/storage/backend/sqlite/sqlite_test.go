@@ -853,3 +853,98 @@ func TestConcurrentLoadsAndCommits(t *testing.T) {
 		must(t, <-done)
 	}
 }
+
+func TestPack(t *testing.T) {
+	setup := func(t *testing.T) *DB {
+		db, _ := newTest(t)
+		commit(t, db, 10, 10, store{oid: 1, data: "1@10"}, store{oid: 5, data: "5@10"}, store{oid: 9, data: "9@10"})
+		commit(t, db, 20, 20, store{oid: 1, data: "1@20"}, store{oid: 5, del: true})
+		commit(t, db, 30, 30, store{oid: 1, del: true})
+		commit(t, db, 40, 40, store{oid: 1, data: "1@40"})
+		return db
+	}
+	serials := func(db *DB, oid zodb.Oid) []int64 {
+		return rawInt(t, db, "SELECT tid FROM obj WHERE partition=1 AND oid=? ORDER BY tid", oid)
+	}
+	t.Run("whole partition", func(t *testing.T) {
+		db := setup(t)
+		_, more, err := db.Pack(ctx, 1, 30, nil, 0, 100)
+		must(t, err)
+		if more {
+			t.Error("more after a complete pass")
+		}
+		if got := serials(db, 1); !reflect.DeepEqual(got, []int64{40}) {
+			t.Errorf("oid 1: %v", got)
+		}
+		if got := serials(db, 5); got != nil {
+			t.Errorf("oid 5: %v", got)
+		}
+		if got := serials(db, 9); !reflect.DeepEqual(got, []int64{10}) {
+			t.Errorf("oid 9: %v", got)
+		}
+		if got := rawInt(t, db, "SELECT COUNT(*) FROM data"); got[0] != 2 {
+			t.Errorf("%d data rows, want 2", got[0])
+		}
+	})
+	t.Run("at 20, by chunks", func(t *testing.T) {
+		db := setup(t)
+		next, more, err := db.Pack(ctx, 1, 20, nil, 0, 2)
+		must(t, err)
+		if !more || next != 6 {
+			t.Errorf("next %v more %v", next, more)
+		}
+		_, more, err = db.Pack(ctx, 1, 20, nil, next, 2)
+		must(t, err)
+		if more {
+			t.Error("more at the end")
+		}
+		if got := serials(db, 1); !reflect.DeepEqual(got, []int64{20, 30, 40}) {
+			t.Errorf("oid 1: %v", got)
+		}
+		if got := serials(db, 5); got != nil {
+			t.Errorf("oid 5: %v", got)
+		}
+	})
+	t.Run("partial", func(t *testing.T) {
+		db := setup(t)
+		_, _, err := db.Pack(ctx, 1, 40, []zodb.Oid{5}, 0, 0)
+		must(t, err)
+		if got := serials(db, 1); len(got) != 4 {
+			t.Errorf("oid 1 packed by a partial pack of oid 5: %v", got)
+		}
+		if got := serials(db, 5); got != nil {
+			t.Errorf("oid 5: %v", got)
+		}
+	})
+}
+
+func TestPackOrders(t *testing.T) {
+	db, _ := newTest(t)
+	for _, id := range []zodb.Tid{8, 12, 13} {
+		must(t, db.Vote(ctx, id, nil, &backend.TxnMeta{TTid: id, Pack: &backend.PackOrder{PackTid: id - 1}}))
+		must(t, db.Lock(ctx, id, id, false))
+		must(t, db.Unlock(ctx, id, id))
+	}
+	changed, err := db.SignPackOrders(ctx, []zodb.Tid{8, 99}, []zodb.Tid{12})
+	must(t, err)
+	if !reflect.DeepEqual(changed, []zodb.Tid{8, 12}) {
+		t.Errorf("changed %v", changed)
+	}
+	orders, err := db.PackOrders(ctx, 9, []uint32{0})
+	must(t, err)
+	want := []backend.PackOrderID{{ID: 12, PackOrder: backend.PackOrder{Approved: proto.Some(false), PackTid: 11}}}
+	if !reflect.DeepEqual(orders, want) {
+		t.Errorf("orders %+v", orders)
+	}
+	orders, err = db.PackOrders(ctx, 0, []uint32{0, 1})
+	must(t, err)
+	if len(orders) != 3 || orders[0].Approved != proto.Some(true) || orders[2].Approved.Ok {
+		t.Errorf("orders %+v", orders)
+	}
+	must(t, db.SetPartitionPacked(ctx, 2, 8))
+	pt, err := db.PartitionTable(ctx)
+	must(t, err)
+	if pt[2].Pack != 8 || !pt[2].HasPack {
+		t.Errorf("cell 2: %+v", pt[2])
+	}
+}
