@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/kisielk/og-rek v1.3.0
 	github.com/tinylib/msgp v1.6.5
+	zombiezen.com/go/sqlite v1.4.2
 )
 
 require (
@@ -21,5 +22,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.11.0 // indirect
 	modernc.org/sqlite v1.37.1 // indirect
-	zombiezen.com/go/sqlite v1.4.2 // indirect
 )
