@@ -199,6 +199,16 @@ func (t *BTree[K, V, F]) setRoot(ctx context.Context, k K, v V, unique bool) (bo
 	return t.set(ctx, k, v, unique)
 }
 
+// readCurrent makes the transaction depend on the activated node t not
+// changing meanwhile, as BTrees does for the nodes it goes through when it
+// changes a tree: a concurrent change of the structure is a conflict.
+func (t *BTree[K, V, F]) readCurrent() error {
+	if jar := t.PJar(); jar != nil {
+		return jar.ReadCurrent(t)
+	}
+	return nil
+}
+
 // set inserts into the activated node t; added tells that the tree grew.
 func (t *BTree[K, V, F]) set(ctx context.Context, k K, v V, unique bool) (added bool, err error) {
 	fi := t.fam()
@@ -210,6 +220,9 @@ func (t *BTree[K, V, F]) set(ctx context.Context, k K, v V, unique bool) (added 
 	}
 	i, err := t.search(k)
 	if err != nil {
+		return false, err
+	}
+	if err := t.readCurrent(); err != nil {
 		return false, err
 	}
 	e := &t.data[i]
@@ -319,6 +332,9 @@ func (t *BTree[K, V, F]) del(ctx context.Context, k K) (r delResult[K, V, F], er
 	if err != nil {
 		return r, err
 	}
+	if err := t.readCurrent(); err != nil {
+		return r, err
+	}
 	e := &t.data[i]
 	if err := e.activate(ctx); err != nil {
 		return r, err
@@ -332,19 +348,17 @@ func (t *BTree[K, V, F]) del(ctx context.Context, k K) (r delResult[K, V, F], er
 		if b.PJar() == nil {
 			t.PModify()
 		}
-		if len(b.keys) > 0 {
-			return r, nil
-		}
-		empty = true
-		// unlink the empty bucket
-		if i > 0 {
+		empty = len(b.keys) == 0
+		switch {
+		case !empty:
+		case i > 0: // unlink the empty bucket
 			prev := t.data[i-1].bucket
 			if err := prev.PActivate(ctx); err != nil {
 				return r, err
 			}
 			prev.next = b.next
 			prev.PModify()
-		} else {
+		default:
 			r.firstGone, r.next = true, b.next
 		}
 	} else {
@@ -368,6 +382,23 @@ func (t *BTree[K, V, F]) del(ctx context.Context, k K) (r delResult[K, V, F], er
 			}
 		}
 		empty = len(e.tree.data) == 0
+	}
+	if !empty && i > 0 {
+		// the deleted key separated this child from the previous one:
+		// the child's new first key takes its place
+		var f F
+		c, err := f.cmpKey(k, t.data[i].key)
+		if err != nil {
+			return r, err
+		}
+		if c == 0 {
+			fb := e.firstBucket()
+			if err := fb.PActivate(ctx); err != nil {
+				return r, err
+			}
+			t.data[i].key = fb.keys[0]
+			t.PModify()
+		}
 	}
 	if empty {
 		t.data = removeAt(t.data, i)
