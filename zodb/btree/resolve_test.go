@@ -384,3 +384,110 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatalf("same key changed twice: %v, want a ConflictError", err)
 	}
 }
+
+// TestStructureConflict: a transaction that splits a bucket changes the
+// interior node; another one that changed a key under that node, having
+// read it, conflicts (BTrees reads the nodes of its path as current).
+func TestStructureConflict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Data.fs")
+	db, closeDB := openRW(t, path)
+	defer closeDB()
+	err := inTxn(t, db, func(ctx context.Context, root *zodb.PersistentMapping) error {
+		tr := new(IIBTree)
+		root.Set("tree", tr)
+		for i := range 1000 {
+			if _, err := tr.Set(ctx, int32(i*10), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn1, ctx1 := transaction.New(context.Background())
+	conn1, err := db.Open(ctx1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, _ := conn1.Root(ctx1)
+	tr1, err := rootGet[*IIBTree](ctx1, r1.(*zodb.PersistentMapping), "tree")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr1.Set(ctx1, 5000, 1); err != nil { // an existing key: no split
+		t.Fatal(err)
+	}
+	// meanwhile: a bucket elsewhere splits
+	if err := inTxn(t, db, func(ctx context.Context, root *zodb.PersistentMapping) error {
+		tr, err := rootGet[*IIBTree](ctx, root, "tree")
+		if err != nil {
+			return err
+		}
+		n := len(tr.data)
+		for i := range 300 {
+			if _, err := tr.Set(ctx, int32(i/9*10+1+i%9), 0); err != nil {
+				return err
+			}
+		}
+		if len(tr.data) == n {
+			return fmt.Errorf("no bucket split")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err = txn1.Commit(ctx1)
+	var rc *zodb.ReadConflictError
+	if !errors.As(err, &rc) {
+		t.Fatalf("commit after a concurrent split: %v, want a ReadConflictError", err)
+	}
+}
+
+// TestPersistentValues: values that are persistent objects are stored as
+// references and come back as the objects.
+func TestPersistentValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Data.fs")
+	for round := range 2 {
+		db, closeDB := openRW(t, path)
+		err := inTxn(t, db, func(ctx context.Context, root *zodb.PersistentMapping) error {
+			if round == 0 {
+				tr := new(LOBTree)
+				root.Set("tree", tr)
+				for i := range 300 {
+					m := zodb.NewPersistentMapping()
+					m.Set("i", int64(i))
+					if _, err := tr.Set(ctx, int64(i)<<40, m); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tr, err := rootGet[*LOBTree](ctx, root, "tree")
+			if err != nil {
+				return err
+			}
+			for i := range 300 {
+				v, ok, err := tr.Get(ctx, int64(i)<<40)
+				if err != nil || !ok {
+					return fmt.Errorf("%d: %v %v", i, ok, err)
+				}
+				m, ok := v.(*zodb.PersistentMapping)
+				if !ok {
+					return fmt.Errorf("%d: value %T", i, v)
+				}
+				if err := m.PActivate(ctx); err != nil {
+					return err
+				}
+				if x, _ := m.Get("i"); x != int64(i) {
+					return fmt.Errorf("%d: mapping holds %v", i, x)
+				}
+			}
+			return tr.Verify(ctx)
+		})
+		closeDB()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}
