@@ -140,6 +140,12 @@ func (b *Bucket[K, V, F]) Range(ctx context.Context, min, max *K, yield func(K, 
 // set stores k→v in the activated bucket: added if k is new, changed if
 // the bucket changed.
 func (b *Bucket[K, V, F]) set(k K, v V, unique bool) (added, changed bool, err error) {
+	if len(b.keys) == 0 { // refuse unorderable keys even in an empty bucket
+		var f F
+		if _, err := f.cmpKey(k, k); err != nil {
+			return false, false, err
+		}
+	}
 	i, found, err := b.search(k)
 	if err != nil {
 		return false, false, err

@@ -146,21 +146,22 @@ func uint64ToPy(x uint64) any {
 // intFromPy converts a Python int to T, refusing values out of T's range
 // (BTrees raises TypeError/OverflowError there).
 func intFromPy[T int32 | int64 | uint32 | uint64](v any) (T, error) {
-	var lo, hi *big.Int
 	var zero T
+	var lo int64
+	var hi uint64
 	switch any(zero).(type) {
 	case int32:
-		lo, hi = big.NewInt(math.MinInt32), big.NewInt(math.MaxInt32)
+		lo, hi = math.MinInt32, math.MaxInt32
 	case int64:
-		lo, hi = big.NewInt(math.MinInt64), big.NewInt(math.MaxInt64)
+		lo, hi = math.MinInt64, math.MaxInt64
 	case uint32:
-		lo, hi = big.NewInt(0), big.NewInt(math.MaxUint32)
+		lo, hi = 0, math.MaxUint32
 	case uint64:
-		lo, hi = big.NewInt(0), new(big.Int).SetUint64(math.MaxUint64)
+		lo, hi = 0, math.MaxUint64
 	}
 	switch x := v.(type) {
 	case int64:
-		if x < lo.Int64() || (hi.IsInt64() && x > hi.Int64()) {
+		if x < lo || x > 0 && uint64(x) > hi {
 			return 0, fmt.Errorf("integer %d out of range for %T keys/values", x, zero)
 		}
 		return T(x), nil
@@ -170,11 +171,14 @@ func intFromPy[T int32 | int64 | uint32 | uint64](v any) (T, error) {
 		}
 		return 0, nil
 	case *big.Int:
-		if x.Cmp(lo) < 0 || x.Cmp(hi) > 0 {
-			return 0, fmt.Errorf("integer %s out of range for %T keys/values", x, zero)
-		}
 		if x.Sign() < 0 {
+			if !x.IsInt64() || x.Int64() < lo {
+				return 0, fmt.Errorf("integer %s out of range for %T keys/values", x, zero)
+			}
 			return T(x.Int64()), nil
+		}
+		if !x.IsUint64() || x.Uint64() > hi {
+			return 0, fmt.Errorf("integer %s out of range for %T keys/values", x, zero)
 		}
 		return T(x.Uint64()), nil
 	}

@@ -106,6 +106,9 @@ func (t *BTree[K, V, F]) inspectStructure(ctx context.Context) (*structure, erro
 		s.FirstBucket = t.firstbucket.POid().String()
 	}
 	for b := t.firstbucket; b != nil; b = b.next {
+		if err := b.PActivate(ctx); err != nil {
+			return nil, err
+		}
 		s.Buckets = append(s.Buckets, oidOrNil(b))
 	}
 	return s, nil

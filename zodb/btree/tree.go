@@ -189,10 +189,6 @@ func (t *BTree[K, V, F]) Add(ctx context.Context, k K) (added bool, err error) {
 }
 
 func (t *BTree[K, V, F]) setRoot(ctx context.Context, k K, v V, unique bool) (bool, error) {
-	var f F
-	if _, err := f.cmpKey(k, k); err != nil { // refuse unorderable keys even in an empty tree
-		return false, err
-	}
 	if err := t.PActivate(ctx); err != nil {
 		return false, err
 	}
