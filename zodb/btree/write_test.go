@@ -567,3 +567,76 @@ func TestKeys(t *testing.T) {
 		t.Errorf("keys out of order accepted")
 	}
 }
+
+// TestMixedOps runs random inserts and deletes on in-memory trees and
+// buckets against a map.
+func TestMixedOps(t *testing.T) {
+	ctx := context.Background()
+	rnd := rand.New(rand.NewPCG(5, 6))
+	tr := new(OOBTree)
+	set := new(OOTreeSet)
+	b := new(OOBucket)
+	model := map[string]any{}
+	setModel := map[string]struct{}{}
+	for step := range 40000 {
+		k := fmt.Sprintf("%05d", rnd.IntN(12000))
+		switch rnd.IntN(3) {
+		case 0, 1:
+			v := int64(rnd.IntN(100))
+			added, err := tr.Set(ctx, k, v)
+			_, had := model[k]
+			if err != nil || added == had {
+				t.Fatalf("step %d: Set(%s) = %v, %v (had %v)", step, k, added, err, had)
+			}
+			model[k] = v
+			if _, err := b.Set(ctx, k, v); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := set.Add(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			setModel[k] = struct{}{}
+		case 2:
+			removed, err := tr.Delete(ctx, k)
+			_, had := model[k]
+			if err != nil || removed != had {
+				t.Fatalf("step %d: Delete(%s) = %v, %v (had %v)", step, k, removed, err, had)
+			}
+			delete(model, k)
+			if _, err := b.Delete(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := set.Remove(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			delete(setModel, k)
+		}
+		if step%5000 == 4999 {
+			if err := checkModel(ctx, tr, model, anyStr); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			if err := checkModel(ctx, set, setModel, anyStr); err != nil {
+				t.Fatalf("step %d: set: %v", step, err)
+			}
+			if n, _ := b.Len(ctx); n != len(model) {
+				t.Fatalf("step %d: bucket has %d items, want %d", step, n, len(model))
+			}
+		}
+	}
+	// a range in the middle
+	lo, hi := any("03000"), any("03100")
+	var got []string
+	if err := tr.Range(ctx, &lo, &hi, func(k, v any) bool { got = append(got, k.(string)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for k := range model {
+		if k >= "03000" && k <= "03100" {
+			want = append(want, k)
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Range(03000, 03100) = %d keys, want %d", len(got), len(want))
+	}
+}
