@@ -640,3 +640,76 @@ func TestMixedOps(t *testing.T) {
 		t.Errorf("Range(03000, 03100) = %d keys, want %d", len(got), len(want))
 	}
 }
+
+// TestSavepoint: a rollback to a savepoint undoes the splits made since.
+func TestSavepoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Data.fs")
+	db, closeDB := openRW(t, path)
+	model := map[int32]int32{}
+	err := inTxn(t, db, func(ctx context.Context, root *zodb.PersistentMapping) error {
+		tr := new(IIBTree)
+		root.Set("tree", tr)
+		for i := range 1000 {
+			if _, err := tr.Set(ctx, int32(i*10), 1); err != nil {
+				return err
+			}
+			model[int32(i*10)] = 1
+		}
+		return nil
+	})
+	if err != nil {
+		closeDB()
+		t.Fatal(err)
+	}
+	err = inTxn(t, db, func(ctx context.Context, root *zodb.PersistentMapping) error {
+		tr, err := rootGet[*IIBTree](ctx, root, "tree")
+		if err != nil {
+			return err
+		}
+		for i := range 10 {
+			if _, err := tr.Set(ctx, int32(i*10+5), 2); err != nil {
+				return err
+			}
+			model[int32(i*10+5)] = 2
+		}
+		sp, err := transaction.Current(ctx).Savepoint(ctx)
+		if err != nil {
+			return err
+		}
+		for i := range 3000 {
+			if _, err := tr.Set(ctx, int32(i*3+1), 3); err != nil {
+				return err
+			}
+		}
+		if _, err := tr.Delete(ctx, 0); err != nil {
+			return err
+		}
+		if err := sp.Rollback(ctx); err != nil {
+			return err
+		}
+		if err := checkModel(ctx, tr, model, ident[int32]); err != nil {
+			return fmt.Errorf("after rollback: %w", err)
+		}
+		if _, err := tr.Set(ctx, 7, 4); err != nil {
+			return err
+		}
+		model[7] = 4
+		return nil
+	})
+	closeDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, closeDB = openRW(t, path)
+	err = inTxn(t, db, func(ctx context.Context, root *zodb.PersistentMapping) error {
+		tr, err := rootGet[*IIBTree](ctx, root, "tree")
+		if err != nil {
+			return err
+		}
+		return checkModel(ctx, tr, model, ident[int32])
+	})
+	closeDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
