@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,4 +270,54 @@ func BenchmarkAskParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// loopConn serves the same packet over and over, as a peer sending it
+// again and again would, in reads of at most chunk bytes.
+type loopConn struct {
+	memConn
+	pkt    []byte
+	off    int
+	closed atomic.Bool
+}
+
+func (c *loopConn) Close() error { c.closed.Store(true); return nil }
+
+func (c *loopConn) Read(b []byte) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	n := 0
+	for n < len(b) && n < c.chunk {
+		m := copy(b[n:min(len(b), c.chunk)], c.pkt[c.off:])
+		n += m
+		c.off = (c.off + m) % len(c.pkt)
+	}
+	return n, nil
+}
+
+// BenchmarkReceive measures the reading and decoding of a stream of
+// AddObject packets by a link (no network: reads copy from memory, 64 KiB
+// at most, as from a socket), for several object sizes.
+func BenchmarkReceive(b *testing.B) {
+	for _, size := range []int{64, 4 << 10, 64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			m := &proto.AddObject{Oid: 1, Serial: 7, Data: make([]byte, size), DataSerial: zodb.InvalidTid}
+			conn := &loopConn{memConn: memConn{chunk: 64 << 10}, pkt: proto.AppendPacket(nil, 1, m)}
+			l := newLink(conn, conn)
+			go l.reader()
+			defer l.Close()
+			ctx := context.Background()
+			b.SetBytes(int64(len(conn.pkt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				r, err := l.Recv(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				keep = r.Msg.(*proto.AddObject).Data
+			}
+		})
+	}
 }

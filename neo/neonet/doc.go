@@ -60,7 +60,11 @@
 //
 // The reader reads into one buffer, grown only as much as the peer actually
 // sends (up to MaxPacketSize for one packet), and decodes packets with
-// their byte strings copied out, so the buffer is reused. Received requests
+// their byte strings copied out, so the buffer is reused. A big packet
+// (from 8 KiB: object data, typically) is read, past its first bytes, into
+// memory allocated for it alone, which its decoded message then points
+// into, saving a copy; that memory is never more than twice what the peer
+// sent of the packet plus 256 KiB. Received requests
 // and notifications wait for Recv in a queue bounded in bytes; when it is
 // full the reader stops reading, so a fast peer is held back by TCP flow
 // control. Answers are delivered by the reader, so a link whose owner does

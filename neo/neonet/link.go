@@ -674,14 +674,99 @@ func (l *Link) readPackets() error {
 			}
 			p := l.buf[l.r : l.r+n]
 			l.r += n
-			if err := l.dispatch(p); err != nil {
+			if err := l.dispatch(p, false); err != nil {
 				return err
 			}
 			l.offset += int64(n)
 		}
+		if need := l.scan.need; need >= bigPacket && need+bigSlack <= 2*(l.w-l.r)+bigAhead {
+			if err := l.readBig(); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := l.fill(); err != nil {
 			return err
 		}
+	}
+}
+
+const (
+	// bigPacket is the size from which a packet is read into memory of its
+	// own rather than into the shared read buffer: the bytes of a big
+	// packet (typically object data) then come from the kernel straight
+	// into the memory the decoded message keeps, with no second copy. Only
+	// what came with the packet's header, in the shared buffer, is copied:
+	// a read into an empty shared buffer takes at most bigPacket bytes.
+	bigPacket = 8 << 10
+	// bigSlack is read past the end of what a big packet is known to need,
+	// so that its last small elements come with its bulk in one read.
+	// What is read past the packet is moved back to the shared buffer.
+	bigSlack = 512
+	// bigAhead bounds how much is allocated for a big packet beyond twice
+	// what was received of it: a header announcing a big byte string costs
+	// no more memory than the peer actually sends (within a factor of two).
+	// A packet announcing more is first received into the shared buffer,
+	// as any packet, until it may have memory of its own.
+	bigAhead = 256 << 10
+)
+
+// bigSize returns the size to allocate for a big packet of which have
+// bytes were received and at least need bytes are announced. The first
+// allocation (grow false) is for need. When more is needed and the end of
+// the packet is not announced far ahead (it goes on with many small
+// elements), the size grows by half at least, so that a long packet is not
+// copied over and over.
+func bigSize(have, need int, grow bool) int {
+	n := need + bigSlack
+	if grow && need-have < bigPacket {
+		n = max(n, have+have/2)
+	}
+	return max(have+1, min(n, 2*have+bigAhead, MaxPacketSize+bigSlack))
+}
+
+// readBig reads the rest of the packet at buf[r:w], whose scanner needs at
+// least bigPacket bytes, into memory of its own, and dispatches it decoded
+// in place: the message keeps that memory. What is read past the packet
+// goes back to the (then empty) shared buffer.
+func (l *Link) readBig() error {
+	have := l.w - l.r
+	pkt := make([]byte, bigSize(have, l.scan.need, false))
+	w := copy(pkt, l.buf[l.r:l.w])
+	l.r, l.w = 0, 0
+	for {
+		n, err := l.scan.next(pkt[:w])
+		if err == errIncomplete {
+			if w >= MaxPacketSize {
+				return &MalformedError{Offset: l.offset, What: fmt.Sprintf("packet larger than the %d-byte limit", MaxPacketSize)}
+			}
+			if w == len(pkt) || l.scan.need > len(pkt) && len(pkt)-w < bigPacket {
+				npkt := make([]byte, bigSize(w, l.scan.need, true))
+				copy(npkt, pkt[:w])
+				pkt = npkt
+			}
+			m, err := l.conn.Read(pkt[w:])
+			w += m
+			if m == 0 {
+				return readError(err, true)
+			}
+			continue
+		}
+		if err != nil {
+			return &MalformedError{Offset: l.offset, What: err.Error()}
+		}
+		if w-n > len(l.buf) {
+			l.buf = make([]byte, w-n) // shrunk again by fill once parsed
+		}
+		l.w = copy(l.buf, pkt[n:w])
+		// The message keeps pkt if it is about the packet's size;
+		// otherwise (pkt grew by half) it gets copies and pkt is dropped.
+		owned := len(pkt)-n <= bigSlack+n/8
+		if err := l.dispatch(pkt[:n:n], owned); err != nil {
+			return err
+		}
+		l.offset += int64(n)
+		return nil
 	}
 }
 
@@ -708,16 +793,26 @@ func (l *Link) fill() error {
 		}
 		l.r, l.w = 0, have
 	}
-	n, err := l.conn.Read(l.buf[l.w:])
+	end := len(l.buf)
+	if l.r == l.w {
+		end = min(end, bigPacket) // see bigPacket
+	}
+	n, err := l.conn.Read(l.buf[l.w:end])
 	l.w += n
 	if n > 0 {
 		return nil
 	}
+	return readError(err, l.r != l.w)
+}
+
+// readError returns the error to report for a read that returned no bytes
+// and err, midPacket telling whether a packet was partly received.
+func readError(err error, midPacket bool) error {
 	if err == nil {
 		err = io.ErrNoProgress
 	}
 	if err == io.EOF {
-		if l.r != l.w {
+		if midPacket {
 			return fmt.Errorf("%w in the middle of a packet", io.ErrUnexpectedEOF)
 		}
 		return io.EOF
@@ -729,8 +824,9 @@ func (l *Link) fill() error {
 }
 
 // dispatch hands one packet over: an answer to its Ask, anything else to
-// the queue for Recv.
-func (l *Link) dispatch(p []byte) error {
+// the queue for Recv. With owned, p is memory of the packet's own, which
+// the decoded message may point into; otherwise its bytes are copied.
+func (l *Link) dispatch(p []byte, owned bool) error {
 	if l.isDown.Load() {
 		return nil // aborting: discard
 	}
@@ -739,7 +835,7 @@ func (l *Link) dispatch(p []byte) error {
 		return &MalformedError{Offset: l.offset, What: err.Error()}
 	}
 	if h.code&proto.AnswerBit == 0 || h.code == proto.CodeError && !l.isPending(h.msgID) {
-		m, err := l.decode(h)
+		m, err := l.decode(h, p, owned)
 		if err != nil {
 			return err
 		}
@@ -763,7 +859,7 @@ func (l *Link) dispatch(p []byte) error {
 		c.done <- struct{}{}
 		return c.err
 	}
-	m, err := l.decode(h)
+	m, err := l.decode(h, p, owned)
 	if err != nil {
 		c.err = err
 		c.done <- struct{}{}
@@ -781,8 +877,12 @@ func (l *Link) isPending(id uint32) bool {
 	return ok
 }
 
-func (l *Link) decode(h header) (Msg, error) {
-	m, err := decodeMsg(h.code, h.args)
+func (l *Link) decode(h header, p []byte, owned bool) (m Msg, err error) {
+	if owned {
+		_, m, _, err = proto.DecodePacketNoCopy(p)
+	} else {
+		m, err = decodeMsg(h.code, h.args)
+	}
 	if err != nil {
 		return nil, &MalformedError{Offset: l.offset, What: fmt.Sprintf("msg id %d: %v", h.msgID, err)}
 	}

@@ -1,0 +1,115 @@
+package neonet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/zodb"
+)
+
+// bigStream returns a stream (after the handshake) mixing small packets
+// with packets read into memory of their own: big byte strings of sizes
+// around the thresholds, a big byte string followed by a long list of small
+// elements, and the packets that follow each of them.
+func bigStream() (stream []byte, packets [][]byte) {
+	var msgs []Msg
+	fill := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = seed + byte(i*7)
+		}
+		return b
+	}
+	for i, size := range []int{100, bigPacket - 50, bigPacket + 1, 64 << 10, 70 << 10, 300 << 10, 3 << 20} {
+		msgs = append(msgs,
+			&proto.AddObject{Oid: zodb.Oid(i), Serial: 7, Data: fill(size, byte(i)), DataSerial: zodb.InvalidTid},
+			&proto.AskLastTransaction{})
+	}
+	oids := make([]zodb.Oid, 50000) // 500 KB of small elements
+	for i := range oids {
+		oids[i] = zodb.Oid(i)
+	}
+	msgs = append(msgs,
+		&proto.AskStoreTransaction{TTid: 3, User: []byte("u"), Description: fill(100<<10, 1), Extension: fill(40<<10, 2), Oids: oids},
+		&proto.AskStoreTransaction{TTid: 4, Extension: fill(200, 3), Oids: oids},
+		&proto.AskStoreObject{Oid: 9, Data: fill(1<<20, 4), DataSerial: zodb.InvalidTid, TTid: 5},
+		&proto.AskLastTransaction{})
+	for i, m := range msgs {
+		p := proto.AppendPacket(nil, uint32(100+i), m)
+		packets = append(packets, p)
+		stream = append(stream, p...)
+	}
+	return stream, packets
+}
+
+// TestBigPackets runs big packets through a link's reader, in pieces of
+// various sizes: every message is received whole, and stays intact while
+// the link reads on (messages of big packets point into their memory).
+func TestBigPackets(t *testing.T) {
+	stream, packets := bigStream()
+	for _, chunk := range []int{1 << 30, 64 << 10, 4093, 100000, 13} {
+		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+			conn := &memConn{data: append(append([]byte(nil), proto.Handshake...), stream...), chunk: chunk}
+			l := newLink(conn, conn)
+			if err := l.handshake(); err != nil {
+				t.Fatal(err)
+			}
+			go l.reader()
+			defer l.Close()
+			var got []*Request
+			ctx := context.Background()
+			for {
+				r, err := l.Recv(ctx)
+				if err != nil {
+					if !errors.Is(err, ErrPeerClosed) {
+						t.Fatalf("after %d packets: %v", len(got), err)
+					}
+					break
+				}
+				got = append(got, r)
+			}
+			if len(got) != len(packets) {
+				t.Fatalf("received %d packets, want %d", len(got), len(packets))
+			}
+			for i, r := range got {
+				if p := proto.AppendPacket(nil, r.MsgID, r.Msg); !bytes.Equal(p, packets[i]) {
+					t.Errorf("packet %d (%s) differs once all are read", i, msgName(r.Msg))
+				}
+			}
+			if len(l.buf) > 4*readBufSize {
+				t.Errorf("read buffer left at %d bytes", len(l.buf))
+			}
+		})
+	}
+}
+
+// TestBigPacketLimits checks the reading of big packets against a peer
+// announcing more than it sends, or more than the limit.
+func TestBigPacketLimits(t *testing.T) {
+	hs := proto.Handshake
+	// A byte string announced at 60 MiB, of which 1 MiB comes.
+	cut := proto.AppendPacket(nil, 1, &proto.AddObject{Data: make([]byte, 60<<20)})[:1<<20]
+	_, err := runStream(t, append(append([]byte(nil), hs...), cut...), 64<<10)
+	if !errors.Is(err, ErrLinkDown) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("cut packet: %v", err)
+	}
+	// A byte string larger than the limit.
+	over := append(append([]byte(nil), hs...), 0x93, 0x01, 0xcd, 0x00, 0x01, 0x91, 0xc6, 0x04, 0x00, 0x00, 0x01)
+	_, err = runStream(t, append(over, make([]byte, 100<<10)...), 64<<10)
+	var merr *MalformedError
+	if !errors.As(err, &merr) {
+		t.Errorf("packet over the limit: %v", err)
+	}
+	// Bad msgpack after a big byte string.
+	bad := append(append([]byte(nil), hs...), 0x93, 0x01, 0xcd, 0x00, 0x01, 0x92, 0xc6, 0x00, 0x01, 0x00, 0x00)
+	bad = append(append(bad, make([]byte, 64<<10)...), 0xc1)
+	_, err = runStream(t, bad, 1000)
+	if !errors.As(err, &merr) || merr.Offset != 0 {
+		t.Errorf("bad byte after a big byte string: %v", err)
+	}
+}
