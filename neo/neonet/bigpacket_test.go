@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"testing"
 
 	"github.com/neozodb/neo/neo/proto"
@@ -52,9 +54,19 @@ func bigStream() (stream []byte, packets [][]byte) {
 // the link reads on (messages of big packets point into their memory).
 func TestBigPackets(t *testing.T) {
 	stream, packets := bigStream()
+	data := append(append([]byte(nil), proto.Handshake...), stream...)
+	conns := map[string]func() net.Conn{}
 	for _, chunk := range []int{1 << 30, 64 << 10, 4093, 100000, 13} {
-		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
-			conn := &memConn{data: append(append([]byte(nil), proto.Handshake...), stream...), chunk: chunk}
+		conns[fmt.Sprint(chunk)] = func() net.Conn { return &memConn{data: data, chunk: chunk} }
+	}
+	for seed := range uint64(5) {
+		conns[fmt.Sprintf("random%d", seed)] = func() net.Conn {
+			return &randConn{memConn: memConn{data: data}, rnd: rand.New(rand.NewPCG(seed, 1))}
+		}
+	}
+	for name, newConn := range conns {
+		t.Run(name, func(t *testing.T) {
+			conn := newConn()
 			l := newLink(conn, conn)
 			if err := l.handshake(); err != nil {
 				t.Fatal(err)
@@ -111,5 +123,65 @@ func TestBigPacketLimits(t *testing.T) {
 	_, err = runStream(t, bad, 1000)
 	if !errors.As(err, &merr) || merr.Offset != 0 {
 		t.Errorf("bad byte after a big byte string: %v", err)
+	}
+}
+
+// randConn is a memConn serving reads of random sizes, from one byte to
+// 200 KB.
+type randConn struct {
+	memConn
+	rnd *rand.Rand
+}
+
+func (c *randConn) Read(b []byte) (int, error) {
+	if c.rnd.IntN(4) == 0 {
+		c.chunk = 1 + c.rnd.IntN(100)
+	} else {
+		c.chunk = 1 + c.rnd.IntN(200000)
+	}
+	return c.memConn.Read(b)
+}
+
+// TestBigPacketsCut cuts the stream of TestBigPackets at many places: the
+// link ends down with an unexpected EOF (or a clean EOF at a packet
+// boundary), after receiving intact the packets before the cut.
+func TestBigPacketsCut(t *testing.T) {
+	stream, packets := bigStream()
+	rnd := rand.New(rand.NewPCG(7, 7))
+	for range 40 {
+		cut := rnd.IntN(len(stream))
+		data := append(append([]byte(nil), proto.Handshake...), stream[:cut]...)
+		conn := &randConn{memConn: memConn{data: data}, rnd: rand.New(rand.NewPCG(uint64(cut), 3))}
+		l := newLink(conn, conn)
+		if err := l.handshake(); err != nil {
+			t.Fatal(err)
+		}
+		go l.reader()
+		whole, end := 0, 0 // packets wholly before the cut
+		for whole < len(packets) && end+len(packets[whole]) <= cut {
+			end += len(packets[whole])
+			whole++
+		}
+		var n int
+		var err error
+		for {
+			var r *Request
+			r, err = l.Recv(context.Background())
+			if err != nil {
+				break
+			}
+			if p := proto.AppendPacket(nil, r.MsgID, r.Msg); !bytes.Equal(p, packets[n]) {
+				t.Errorf("cut at %d: packet %d differs", cut, n)
+			}
+			n++
+		}
+		l.Close()
+		wantEOF := io.ErrUnexpectedEOF
+		if end == cut {
+			wantEOF = nil
+		}
+		if n != whole || !errors.Is(err, ErrLinkDown) || wantEOF != nil && !errors.Is(err, wantEOF) || wantEOF == nil && !errors.Is(err, ErrPeerClosed) {
+			t.Errorf("cut at %d: received %d packets, then %v; want %d packets", cut, n, err, whole)
+		}
 	}
 }
