@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"testing"
 
 	"github.com/neozodb/neo/neo/proto"
@@ -40,6 +41,16 @@ func bigStream() (stream []byte, packets [][]byte) {
 		&proto.AskStoreTransaction{TTid: 3, User: []byte("u"), Description: fill(100<<10, 1), Extension: fill(40<<10, 2), Oids: oids},
 		&proto.AskStoreTransaction{TTid: 4, Extension: fill(200, 3), Oids: oids},
 		&proto.AskStoreObject{Oid: 9, Data: fill(1<<20, 4), DataSerial: zodb.InvalidTid, TTid: 5},
+		// Byte strings next to each other in memory of the packet's own.
+		&proto.AskStoreTransaction{TTid: 6, User: fill(10, 9), Description: fill(20<<10, 10), Extension: fill(30, 11), Oids: oids[:10]},
+		&proto.NotifyMonitorInformation{Info: proto.Dict{
+			{Key: "a", Value: fill(20<<10, 12)},
+			{Key: "b", Value: []proto.Value{fill(3, 13), fill(5, 14)}},
+			{Key: "c", Value: fill(5, 15)}}},
+		&proto.NotifyMonitorInformation{Info: proto.Dict{
+			{Key: "a", Value: fill(20<<10, 5)},
+			{Key: "b", Value: []proto.Value{fill(3, 6), fill(10<<10, 7), int64(1)}},
+			{Key: "c", Value: fill(5, 8)}}},
 		&proto.AskLastTransaction{})
 	for i, m := range msgs {
 		p := proto.AppendPacket(nil, uint32(100+i), m)
@@ -91,6 +102,11 @@ func TestBigPackets(t *testing.T) {
 			for i, r := range got {
 				if p := proto.AppendPacket(nil, r.MsgID, r.Msg); !bytes.Equal(p, packets[i]) {
 					t.Errorf("packet %d (%s) differs once all are read", i, msgName(r.Msg))
+				}
+				// Appending to a byte string leaves the others alone.
+				appendToAll(reflect.ValueOf(r.Msg))
+				if p := proto.AppendPacket(nil, r.MsgID, r.Msg); !bytes.Equal(p, packets[i]) {
+					t.Errorf("packet %d (%s) changed by appends to its byte strings", i, msgName(r.Msg))
 				}
 			}
 			if len(l.buf) > 4*readBufSize {
@@ -182,6 +198,44 @@ func TestBigPacketsCut(t *testing.T) {
 		}
 		if n != whole || !errors.Is(err, ErrLinkDown) || wantEOF != nil && !errors.Is(err, wantEOF) || wantEOF == nil && !errors.Is(err, ErrPeerClosed) {
 			t.Errorf("cut at %d: received %d packets, then %v; want %d packets", cut, n, err, whole)
+		}
+	}
+}
+
+// appendToAll appends bytes to every byte string reachable from v, then
+// puts the byte string back as it was: what the appends wrote past its end
+// stays in memory.
+func appendToAll(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			appendToAll(v.Elem())
+		}
+	case reflect.Interface:
+		if v.IsNil() {
+			return
+		}
+		if b, ok := v.Interface().([]byte); ok {
+			v.Set(reflect.ValueOf(append(b, "\xee\xee\xee\xee\xee\xee\xee\xee"...)))
+			v.Set(reflect.ValueOf(b))
+			return
+		}
+		appendToAll(v.Elem())
+	case reflect.Struct:
+		for i := range v.NumField() {
+			appendToAll(v.Field(i))
+		}
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			b := v.Bytes()
+			v.SetBytes(append(b, "\xee\xee\xee\xee\xee\xee\xee\xee"...))
+			v.SetBytes(b)
+			return
+		}
+		fallthrough
+	case reflect.Array:
+		for i := range v.Len() {
+			appendToAll(v.Index(i))
 		}
 	}
 }

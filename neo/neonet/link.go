@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -879,7 +880,9 @@ func (l *Link) isPending(id uint32) bool {
 
 func (l *Link) decode(h header, p []byte, owned bool) (m Msg, err error) {
 	if owned {
-		_, m, _, err = proto.DecodePacketNoCopy(p)
+		if _, m, _, err = proto.DecodePacketNoCopy(p); err == nil {
+			capBytes(reflect.ValueOf(m))
+		}
 	} else {
 		m, err = decodeMsg(h.code, h.args)
 	}
