@@ -24,6 +24,35 @@ var keepAlive = net.KeepAliveConfig{
 	Count:    3,
 }
 
+// Network is where links get their connections: TCP by default. Tests put
+// their own in between to delay, drop or cut what nodes send each other.
+type Network interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	Listen(ctx context.Context, network, addr string) (net.Listener, error)
+}
+
+// TCP is the default Network: TCP sockets with NEO/py's keep-alive settings.
+var TCP Network = tcpNetwork{}
+
+type tcpNetwork struct{}
+
+func (tcpNetwork) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := net.Dialer{KeepAliveConfig: keepAlive}
+	return nd.DialContext(ctx, network, addr)
+}
+
+func (tcpNetwork) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	nlc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	return nlc.Listen(ctx, network, addr)
+}
+
+func netOf(n Network) Network {
+	if n == nil {
+		return TCP
+	}
+	return n
+}
+
 // ConnectLimit is NEO/py's reconnection throttle: a new connection to an
 // address is not attempted less than this after the previous attempt.
 const ConnectLimit = 1 * time.Second
@@ -47,6 +76,7 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config) (*Link, error) 
 type Dialer struct {
 	TLS          *tls.Config   // nil: no TLS; see TLSConfig
 	ConnectLimit time.Duration // min delay between two attempts to one address
+	Net          Network       // nil: TCP
 
 	mu   sync.Mutex
 	next map[string]time.Time // per address: earliest time of the next attempt
@@ -98,8 +128,7 @@ func (d *Dialer) Dial(ctx context.Context, addr string) (*Link, error) {
 	if err := d.throttle(ctx, addr); err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	nd := net.Dialer{KeepAliveConfig: keepAlive}
-	raw, err := nd.DialContext(ctx, "tcp", addr)
+	raw, err := netOf(d.Net).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -206,6 +235,7 @@ func (l *Link) handshake() error {
 type ListenConfig struct {
 	TLS              *tls.Config   // nil: no TLS; see TLSConfig
 	HandshakeTimeout time.Duration // 0: DefaultHandshakeTimeout
+	Net              Network       // nil: TCP
 
 	// OnReject, if set, is told about every accepted connection that did
 	// not become a link (failed TLS or NEO handshake). By default they
@@ -221,8 +251,7 @@ func Listen(ctx context.Context, addr string, tlsConf *tls.Config) (*Listener, e
 
 // Listen listens for NEO connections on addr.
 func (lc ListenConfig) Listen(ctx context.Context, addr string) (*Listener, error) {
-	nlc := net.ListenConfig{KeepAliveConfig: keepAlive}
-	nl, err := nlc.Listen(ctx, "tcp", addr)
+	nl, err := netOf(lc.Net).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
