@@ -1,0 +1,107 @@
+package master
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/neozodb/neo/neo/neonet"
+	"github.com/neozodb/neo/neo/proto"
+)
+
+// Config is the configuration of a primary master.
+type Config struct {
+	Cluster    string         // cluster name (required)
+	Bind       string         // listen address host:port (IPv4 or [IPv6]); port 0 picks one
+	Masters    []string       // addresses of all the cluster's masters (own may be included); single primary for now
+	Partitions int            // for a new cluster (NEO/py default 12)
+	Replicas   int            // extra copies, for a new cluster (NEO/py default 0)
+	Autostart  int            // >0: a new cluster starts by itself once this many storages are pending; 0: waits for neoctl start
+	NodeID     proto.NodeID   // proto.NoNode: chosen by the master rules
+	TLS        *tls.Config    // nil: plain TCP (else used for listening and dialing)
+	Net        neonet.Network // nil: TCP
+	Logger     *slog.Logger   // nil: slog.Default()
+}
+
+// DefaultPartitions is the number of partitions of a new cluster when
+// Config.Partitions is 0.
+const DefaultPartitions = 12
+
+// Master is a primary master node.
+type Master struct {
+	cfg  Config
+	addr proto.Address
+	ln   *neonet.Listener
+	log  *slog.Logger
+}
+
+// New checks cfg and binds the listener. The master serves once Run is called.
+func New(ctx context.Context, cfg Config) (*Master, error) {
+	if cfg.Cluster == "" {
+		return nil, errors.New("master: cluster name is required")
+	}
+	if cfg.Bind == "" {
+		return nil, errors.New("master: bind address is required")
+	}
+	if cfg.Partitions < 0 || cfg.Partitions >= 1<<32 {
+		return nil, fmt.Errorf("master: invalid number of partitions %d", cfg.Partitions)
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.Replicas < 0 {
+		return nil, fmt.Errorf("master: invalid number of replicas %d", cfg.Replicas)
+	}
+	if cfg.Autostart < 0 {
+		return nil, fmt.Errorf("master: invalid autostart %d", cfg.Autostart)
+	}
+	if cfg.NodeID != proto.NoNode {
+		if t, ok := cfg.NodeID.Type(); !ok || t != proto.Master {
+			return nil, fmt.Errorf("master: node id %s is not a master id", cfg.NodeID)
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	lc := neonet.ListenConfig{TLS: cfg.TLS, Net: cfg.Net}
+	ln, err := lc.Listen(ctx, cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	addr, err := parseAddress(ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("master: listen address: %w", err)
+	}
+	return &Master{cfg: cfg, addr: addr, ln: ln, log: logger}, nil
+}
+
+// Addr returns the address the master listens on (with the real port when
+// Config.Bind asked for port 0).
+func (m *Master) Addr() string { return m.addr.String() }
+
+// Run serves the cluster until ctx ends (nil), the cluster is stopped (nil)
+// or the master fails (an error). It closes everything it opened before
+// returning.
+func (m *Master) Run(ctx context.Context) error {
+	defer m.ln.Close()
+	<-ctx.Done()
+	return nil
+}
+
+func parseAddress(s string) (proto.Address, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return proto.Address{}, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return proto.Address{}, fmt.Errorf("port of %q: %w", s, err)
+	}
+	return proto.Address{Host: host, Port: uint16(p)}, nil
+}
