@@ -389,6 +389,15 @@ func (c *Call) Wait(ctx context.Context) (Msg, error) {
 	return c.wait(ctx)
 }
 
+// Release gives the memory of the call and of its answer back to the link,
+// for reuse by later packets: see "Releasing received messages" in the
+// package documentation. After Release, neither c nor the answer returned
+// by Wait (nor any byte string, slice or value reachable from it) may be
+// used: copy out first what must outlive it. Release may be called whatever
+// Wait returned, at most once; not calling it is fine (the garbage
+// collector then takes the memory).
+func (c *Call) Release() {}
+
 func (c *Call) wait(ctx context.Context) (Msg, error) {
 	select {
 	case <-c.done:
@@ -475,6 +484,15 @@ type Request struct {
 
 // Link returns the link the request came on.
 func (r *Request) Link() *Link { return r.link }
+
+// Release gives the memory of r.Msg back to the link, for reuse by later
+// packets: see "Releasing received messages" in the package documentation.
+// After Release, neither r nor r.Msg (nor any byte string, slice or value
+// reachable from it) may be used: copy out first what must outlive it, and
+// release only once a Reply or Send of anything pointing into r.Msg has
+// returned. Release may be called at most once; not calling it is fine
+// (the garbage collector then takes the memory).
+func (r *Request) Release() {}
 
 // Reply sends m as the answer to the request (an Error packet too). It may
 // be called at any time, from any goroutine: answers need not follow the
