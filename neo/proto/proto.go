@@ -40,10 +40,11 @@
 //
 // Encoding appends to the caller's buffer and allocates nothing else.
 // Decoding copies byte strings out of the input (DecodePacket,
-// Msg.DecodeArgs), or lets them point into it (DecodePacketNoCopy: the input
-// must then stay unchanged while the message is used). Counts read from the
-// input are checked against the bytes that remain before anything is
-// allocated, and a packet may not exceed [MaxPacketSize].
+// Msg.DecodeArgs), or lets them point into it (DecodePacketNoCopy,
+// DecodeArgsNoCopy: the input must then stay unchanged while the message is
+// used). Counts read from the input are checked against the bytes that
+// remain before anything is allocated, and a packet may not exceed
+// [MaxPacketSize].
 package proto
 
 //go:generate go run gen.go
@@ -318,9 +319,19 @@ func DecodePacket(b []byte) (msgID uint32, m Msg, n int, err error) {
 
 // DecodePacketNoCopy is DecodePacket except that byte strings of the
 // message (object data, user, ...) point into b: b must not be modified
-// while the message is in use.
+// while the message is in use. Each byte string has a capacity equal to its
+// length, so that appending to one allocates rather than overwriting what
+// follows it in b.
 func DecodePacketNoCopy(b []byte) (msgID uint32, m Msg, n int, err error) {
 	return decodePacket(b, true)
+}
+
+// DecodeArgsNoCopy is m.DecodeArgs(b) except that byte strings of m point
+// into b, as with DecodePacketNoCopy. It lets a message be decoded again
+// in place, its slices reused, with no allocation when they are large
+// enough.
+func DecodeArgsNoCopy(m Msg, b []byte) error {
+	return decodeArgs(m, b, true)
 }
 
 func decodePacket(b []byte, alias bool) (uint32, Msg, int, error) {

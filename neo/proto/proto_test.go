@@ -283,3 +283,39 @@ func TestGenerated(t *testing.T) {
 		t.Errorf("zproto.go is out of date: run go generate")
 	}
 }
+
+// Decoding in place: byte strings point into the input, with no room to
+// append into it, and a message decoded again reuses its slices.
+func TestDecodeArgsNoCopy(t *testing.T) {
+	st := &AskStoreTransaction{TTid: 7, User: []byte("user"), Description: []byte("desc"),
+		Extension: []byte{}, Oids: []zodb.Oid{1, 2, 3}}
+	b := st.AppendArgs(nil)
+	m := &AskStoreTransaction{Oids: make([]zodb.Oid, 0, 10)}
+	if err := DecodeArgsNoCopy(m, b); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m, st) || cap(m.Oids) != 10 {
+		t.Fatalf("got %+v (oids cap %d), want %+v", m, cap(m.Oids), st)
+	}
+	for _, s := range [][]byte{m.User, m.Description, m.Extension} {
+		if cap(s) != len(s) {
+			t.Errorf("byte string %q: capacity %d", s, cap(s))
+		}
+	}
+	m.User = append(m.User, 'X')
+	if string(m.Description) != "desc" {
+		t.Errorf("append to User overwrote Description: %q", m.Description)
+	}
+	i := bytes.Index(b, []byte("desc"))
+	b[i] = 'D' // Description points into b
+	if string(m.Description) != "Desc" {
+		t.Errorf("Description %q does not point into the input", m.Description)
+	}
+	if err := DecodeArgsNoCopy(m, b[:len(b)-1]); err == nil {
+		t.Errorf("cut arguments: no error")
+	}
+	_, pm, _, err := DecodePacketNoCopy(AppendPacket(nil, 1, &AnswerObject{Data: []byte("abc")}))
+	if d := pm.(*AnswerObject).Data; err != nil || string(d) != "abc" || cap(d) != 3 {
+		t.Errorf("DecodePacketNoCopy: %q cap %d, %v", d, cap(d), err)
+	}
+}

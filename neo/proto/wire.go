@@ -388,11 +388,16 @@ func (d *decoder) binZC(ctx string) []byte {
 	return v
 }
 
-// bin returns a bin's bytes, copied unless the decoder may alias its input.
+// bin returns a bin's bytes, copied unless the decoder may alias its input;
+// then their capacity is their length, so that an append cannot overwrite
+// the input.
 func (d *decoder) bin(ctx string) []byte {
 	v := d.binZC(ctx)
-	if d.alias || v == nil {
-		return v
+	if v == nil {
+		return nil
+	}
+	if d.alias {
+		return v[:len(v):len(v)]
 	}
 	return append([]byte(nil), v...)
 }
