@@ -1,0 +1,6 @@
+package main
+
+// The storage drivers neo bench and neo demo open URLs with.
+import (
+	_ "github.com/neozodb/neo/zodb/wks" // file://, mem://
+)
