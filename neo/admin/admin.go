@@ -1,16 +1,37 @@
-// Package admin is the NEO admin node: it follows the primary master (node
-// list, partition table, cluster state) and serves neoctl, answering its
-// questions from what it follows and relaying its orders to the master.
+// Package admin is the NEO admin node, neoctl's peer.
+//
+// An admin node finds the primary master among the configured masters
+// (following NotPrimaryMaster redirections), identifies to it as ADMIN and
+// keeps its own copy of what the master tells: the node list
+// (NotifyNodeInformation), the partition table (SendPartitionTable,
+// NotifyPartitionChanges) and the cluster state (AnswerClusterState,
+// NotifyClusterInformation). When the connection is lost it looks for the
+// primary again, unless the cluster was stopping: then Run returns.
+//
+// It listens for neoctl, which sends requests without identifying. Questions
+// about nodes, the partition table, the cluster state, the primary and the
+// cluster's health are answered from the admin's copy; orders and the
+// questions only the master can answer are relayed to the master and its
+// answer (or Error) is relayed back with neoctl's message id. Without a
+// primary master every request is refused with Error(NOT_READY, "Not
+// connected to a primary master.") and the connection closed, as NEO/py's
+// admin does.
 package admin
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/neo/pt"
 )
 
 // Config is the configuration of an admin node.
@@ -24,21 +45,323 @@ type Config struct {
 	Logger  *slog.Logger   // nil: slog.Default()
 }
 
+// notConnected is NEO/py's answer to neoctl when there is no primary.
+const notConnected = "Not connected to a primary master."
+
 // Admin is an admin node.
 type Admin struct {
-	cfg Config
-	ln  *neonet.Listener
+	cfg     Config
+	ln      *neonet.Listener
+	addr    proto.Address // announced to the master
+	dialer  *neonet.Dialer
+	logBase *slog.Logger
+	logNID  atomic.Int32 // the node id in log records
+
+	mu            sync.Mutex
+	master        *neonet.Link // nil while not connected to the primary
+	primary       proto.NodeID
+	nid           proto.NodeID
+	nodes         nodeTable
+	pt            *pt.Table // nil before the first SendPartitionTable
+	clusterState  proto.Opt[proto.ClusterState]
+	stateNotified bool // a NotifyClusterInformation came since the connection
+	knownMasters  []string
 }
 
 // New checks cfg and binds the listener.
 func New(ctx context.Context, cfg Config) (*Admin, error) {
-	return nil, errors.New("admin: not implemented")
+	if cfg.Cluster == "" {
+		return nil, errors.New("admin: cluster name must be non-empty")
+	}
+	if len(cfg.Masters) == 0 {
+		return nil, errors.New("admin: no master address")
+	}
+	for _, m := range cfg.Masters {
+		if _, _, err := net.SplitHostPort(m); err != nil {
+			return nil, fmt.Errorf("admin: master address %q: %w", m, err)
+		}
+	}
+	if cfg.NodeID != proto.NoNode {
+		if t, ok := cfg.NodeID.Type(); !ok || t != proto.Admin {
+			return nil, fmt.Errorf("admin: node id %s is not an admin id", cfg.NodeID)
+		}
+	}
+	bind := cfg.Bind
+	if bind == "" {
+		bind = "127.0.0.1:9999"
+	}
+	ln, err := neonet.ListenConfig{TLS: cfg.TLS, Net: cfg.Net}.Listen(ctx, bind)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	host, port, err := net.SplitHostPort(ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin: listen address %s: %w", ln.Addr(), err)
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin: listen address %s: %w", ln.Addr(), err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	a := &Admin{
+		cfg:          cfg,
+		ln:           ln,
+		addr:         proto.Address{Host: host, Port: uint16(pn)},
+		dialer:       &neonet.Dialer{TLS: cfg.TLS, ConnectLimit: neonet.ConnectLimit, Net: cfg.Net},
+		logBase:      logger,
+		nid:          cfg.NodeID,
+		knownMasters: append([]string(nil), cfg.Masters...),
+	}
+	return a, nil
+}
+
+// log returns the logger, with the node's id once the master gave one.
+func (a *Admin) log() *slog.Logger {
+	nid := proto.NodeID(a.logNID.Load())
+	name := "A"
+	if nid != proto.NoNode {
+		name = nid.String()
+	}
+	return a.logBase.With("node", name)
 }
 
 // Addr returns the real listen address.
 func (a *Admin) Addr() string { return a.ln.Addr().String() }
 
-// Run serves until ctx ends or the cluster stops.
+// Run serves until ctx ends (it then returns nil) or until the primary
+// master goes away while the cluster is stopping (nil too). It closes the
+// listener and every connection before returning.
 func (a *Admin) Run(ctx context.Context) error {
-	return errors.New("admin: not implemented")
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		a.ln.Close()
+		wg.Wait()
+	}()
+	wg.Go(func() { a.acceptLoop(ctx, &wg) })
+	for {
+		link, err := a.connectToPrimary(ctx)
+		if err != nil {
+			return nil // ctx ended
+		}
+		a.followPrimary(ctx, link)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.mu.Lock()
+		stopping := a.clusterState.Ok && a.clusterState.V == proto.ClusterStopping
+		a.clusterState = proto.Opt[proto.ClusterState]{}
+		a.mu.Unlock()
+		if stopping {
+			a.log().Info("primary master gone while the cluster was stopping: exiting")
+			return nil
+		}
+		a.log().Error("primary master is down")
+	}
+}
+
+// connectToPrimary cycles through the known masters until one accepts the
+// admin as primary; NotPrimaryMaster redirects to the primary it names.
+// It fails only when ctx ends.
+func (a *Admin) connectToPrimary(ctx context.Context) (*neonet.Link, error) {
+	a.log().Info("connecting to a primary master node")
+	index := -1
+	next := ""
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		addr := next
+		next = ""
+		a.mu.Lock()
+		if addr == "" {
+			index = (index + 1) % len(a.knownMasters)
+			addr = a.knownMasters[index]
+		}
+		nid := a.nid
+		a.mu.Unlock()
+
+		link, err := a.dialer.Dial(ctx, addr)
+		if err != nil {
+			a.log().Debug("cannot connect to master", "addr", addr, "err", err)
+			continue
+		}
+		ans, err := link.Ask(ctx, &proto.RequestIdentification{
+			NodeType:    proto.Admin,
+			NID:         nid,
+			Address:     proto.Some(a.addr),
+			ClusterName: a.cfg.Cluster,
+			Extra:       proto.Dict{{Key: "backup", Value: []string{}}},
+		})
+		if err != nil {
+			link.Close()
+			next = a.notPrimary(ctx, link)
+			a.log().Debug("master refused identification", "addr", addr, "err", err)
+			continue
+		}
+		acc, ok := ans.(*proto.AcceptIdentification)
+		if !ok || acc.NodeType != proto.Master {
+			a.log().Warn("peer is not a master", "addr", addr, "answer", fmt.Sprintf("%T", ans))
+			link.Close()
+			continue
+		}
+		if acc.YourNID == proto.NoNode {
+			a.log().Error("master gave no node id", "addr", addr)
+			link.Close()
+			continue
+		}
+		a.mu.Lock()
+		a.nid = acc.YourNID
+		a.primary = acc.NID
+		a.nodes.reset()
+		a.stateNotified = false
+		a.mu.Unlock()
+		a.logNID.Store(int32(acc.YourNID))
+		a.log().Info("connected to a primary master node", "addr", addr, "primary", acc.NID)
+		return link, nil
+	}
+}
+
+// notPrimary reads what a refusing master sent before closing (link must
+// be down): NotPrimaryMaster adds masters to the known list and may name
+// the primary, whose address is returned.
+func (a *Admin) notPrimary(ctx context.Context, link *neonet.Link) string {
+	next := ""
+	for {
+		r, err := link.Recv(ctx)
+		if err != nil {
+			return next
+		}
+		npm, ok := r.Msg.(*proto.NotPrimaryMaster)
+		if !ok {
+			continue
+		}
+		a.mu.Lock()
+		for _, m := range npm.KnownMasters {
+			s := m.String()
+			if !containsString(a.knownMasters, s) {
+				a.knownMasters = append(a.knownMasters, s)
+			}
+		}
+		a.mu.Unlock()
+		// NEO/py sends the index of the primary in KnownMasters (nil if
+		// unknown); index 0 cannot be told from nil in proto's NodeID type, so
+		// it is taken as unknown and the masters are tried in turn.
+		if i := int(npm.Primary); i > 0 && i < len(npm.KnownMasters) {
+			if p := npm.KnownMasters[i]; p != a.addr {
+				next = p.String()
+			}
+		}
+	}
+}
+
+func containsString(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// followPrimary processes what the primary master sends until the link
+// goes down or ctx ends. The admin serves neoctl once it knows the cluster
+// state and has processed what the master sent at identification.
+func (a *Admin) followPrimary(ctx context.Context, link *neonet.Link) {
+	var wg sync.WaitGroup
+	defer func() {
+		link.Close()
+		wg.Wait()
+		a.mu.Lock()
+		a.master = nil
+		a.primary = proto.NoNode
+		a.nid = proto.NoNode
+		a.mu.Unlock()
+		a.logNID.Store(0)
+	}()
+	wg.Go(func() { a.receiveFromMaster(ctx, link) })
+
+	ans, err := link.Ask(ctx, &proto.AskClusterState{})
+	if err != nil {
+		a.log().Error("asking the cluster state", "err", err)
+		return
+	}
+	if cs, ok := ans.(*proto.AnswerClusterState); ok {
+		a.mu.Lock()
+		if !a.stateNotified { // else a newer state was notified
+			a.clusterState = cs.State
+		}
+		a.mu.Unlock()
+	}
+	if err := link.Sync(ctx); err != nil {
+		a.log().Error("syncing with the master", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.master = link
+	a.mu.Unlock()
+	select {
+	case <-link.Done():
+		a.log().Info("connection to the primary master lost", "err", link.Err())
+	case <-ctx.Done():
+	}
+}
+
+// receiveFromMaster applies the master's notifications in order. A packet
+// that makes no sense closes the link (the admin then reconnects).
+func (a *Admin) receiveFromMaster(ctx context.Context, link *neonet.Link) {
+	for {
+		r, err := link.Recv(ctx)
+		if err != nil {
+			return
+		}
+		if err := a.handleMaster(ctx, r); err != nil {
+			a.log().Error("bad packet from the primary master", "err", err)
+			r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", err.Error()))
+			return
+		}
+	}
+}
+
+func (a *Admin) handleMaster(ctx context.Context, r *neonet.Request) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch m := r.Msg.(type) {
+	case *proto.NotifyNodeInformation:
+		if err := a.nodes.update(m, a.pt); err != nil {
+			return err
+		}
+	case *proto.SendPartitionTable:
+		var ptid proto.PTid
+		if m.PTid.Ok {
+			ptid = m.PTid.V
+		}
+		a.pt = pt.FromRows(ptid, m.NumReplicas, m.Rows)
+	case *proto.NotifyPartitionChanges:
+		if a.pt == nil {
+			return errors.New("partition changes before any partition table")
+		}
+		if err := a.pt.Update(m, false); err != nil {
+			return err
+		}
+	case *proto.NotifyClusterInformation:
+		a.clusterState = proto.Some(m.State)
+		a.stateNotified = true
+	case *proto.NotifyUpstreamAdmin:
+		// Monitoring of an upstream cluster is not supported: ignored.
+		a.log().Info("upstream admin announced (not monitored)", "addr", m.Address)
+	case *proto.FlushLog:
+		// Nothing buffered: records are written as they are made.
+	case *proto.Error:
+		a.log().Warn("error from the primary master", "code", m.Code, "message", m.Message)
+	default:
+		return fmt.Errorf("unexpected packet %T", r.Msg)
+	}
+	return nil
 }
