@@ -50,3 +50,21 @@ func TestBenchMem(t *testing.T) {
 		t.Errorf("loadBefore sample count:\n%s", out.String())
 	}
 }
+
+// TestDemoCommitRead checks the commit and the read of neo demo on a
+// storage two clients of one process share.
+func TestDemoCommitRead(t *testing.T) {
+	ctx := context.Background()
+	url := "mem://demo-commit-read"
+	tid, err := demoCommit(ctx, url, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, serial, err := demoRead(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "hello" || serial != tid || tid == 0 {
+		t.Errorf("read %q at %v, want %q at %v", got, serial, "hello", tid)
+	}
+}
