@@ -23,7 +23,7 @@ func parseCtl(e *env, args []string) (*ctlArgs, error) {
 		return nil, err
 	}
 	c := &ctlArgs{log: lf}
-	fs := newFlagSet(e, "[-a ADMIN] [--ca FILE --cert FILE --key FILE] COMMAND...")
+	fs := newFlagSet(e, "[-a ADMIN] [--ca FILE --cert FILE --key FILE] [COMMAND...]")
 	addr := "127.0.0.1:9999"
 	for _, n := range []string{"a", "address"} {
 		fs.StringVar(&addr, n, addr, "address (host:port) of an admin node")
@@ -46,9 +46,6 @@ func parseCtl(e *env, args []string) (*ctlArgs, error) {
 	if c.addr, err = config.ParseAddress(addr, 9999); err != nil {
 		return nil, usagef("-a: %s", err)
 	}
-	if len(c.cmd) == 0 {
-		return nil, usagef("no command (e.g. \"print cluster\", \"print node\", \"print pt\", \"start\", \"set cluster STOPPING\")")
-	}
 	return c, nil
 }
 
@@ -63,5 +60,9 @@ func runCtl(ctx context.Context, e *env, args []string) error {
 	}
 	// c.logfile: the Go neoctl logs nothing worth a file; the option is
 	// accepted so that NEO/py command lines keep working.
-	return ctl.Run(ctx, c.addr, tlsConf, c.cmd, e.stdout)
+	// Without a command, ctl.Run lists the commands, as neoctl does.
+	if err := ctl.Run(ctx, c.addr, tlsConf, c.cmd, e.stdout); err != nil {
+		return &rawError{err}
+	}
+	return nil
 }

@@ -167,8 +167,11 @@ func TestParseCtl(t *testing.T) {
 			t.Errorf("%q: addr %q cmd %q, want %q %q", tc.args, c.addr, c.cmd, tc.addr, tc.cmd)
 		}
 	}
-	if _, err := parseCtl(e, []string{"-a", "127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "no command") {
-		t.Errorf("no command: %v", err)
+	if c, err := parseCtl(e, []string{"-a", "127.0.0.1:1"}); err != nil || len(c.cmd) != 0 {
+		t.Errorf("no command (neoctl then lists the commands): %v", err)
+	}
+	if _, err := parseCtl(e, []string{"-a", "nohost:x", "print"}); err == nil || !strings.Contains(err.Error(), "bad port") {
+		t.Errorf("bad admin address: %v", err)
 	}
 }
 

@@ -20,6 +20,13 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
+// rawError is printed as it is (no program name before it), exit status 1:
+// for messages NEO/py's tools print that way (neoctl).
+type rawError struct{ err error }
+
+func (e *rawError) Error() string { return e.err.Error() }
+func (e *rawError) Unwrap() error { return e.err }
+
 // command is one subcommand of neo.
 type command struct {
 	summary string
@@ -83,9 +90,13 @@ func runCommand(ctx context.Context, e *env, sub string, args []string) int {
 	}
 	err := cmd.run(ctx, e, args)
 	var ue *usageError
+	var re *rawError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &re):
+		fmt.Fprintln(e.stderr, re.err)
+		return 1
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "%s: %s\n", e.prog, ue.msg)
 		return 2
