@@ -1,0 +1,538 @@
+package main
+
+// Process tests: the real binary, built once, run as neo simple and as
+// separate master, storage and admin processes (called by NEO/py's names
+// through symbolic links), killed and restarted.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/neozodb/neo/neo/neonet"
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/zodb"
+)
+
+var (
+	binOnce sync.Once
+	binDir  string // holds neo and its NEO/py names
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// neoBinary builds cmd/neo once (with the race detector when the tests
+// run with it) and returns the directory holding neo, neomaster,
+// neostorage, neoadmin, neoctl and neosimple.
+func neoBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("process tests build and run the binary; skipped with -short")
+	}
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "neo-bin-")
+		if binErr != nil {
+			return
+		}
+		args := []string{"build", "-o", filepath.Join(binDir, "neo")}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		for alias := range aliases {
+			if err := os.Symlink("neo", filepath.Join(binDir, alias)); err != nil {
+				binErr = err
+				return
+			}
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+// proc is a process of the binary under test.
+type proc struct {
+	t       *testing.T
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // of Wait, once done is closed
+}
+
+// start runs prog (a name in neoBinary's directory) with args; its
+// standard error goes to a log file shown when the test fails.
+func start(t *testing.T, name, prog string, args ...string) *proc {
+	t.Helper()
+	p := startWithStdout(t, name, prog, nil, args...)
+	return p
+}
+
+func startWithStdout(t *testing.T, name, prog string, stdout io.Writer, args ...string) *proc {
+	t.Helper()
+	dir := neoBinary(t)
+	p := &proc{t: t, name: name, done: make(chan struct{})}
+	p.logPath = filepath.Join(t.TempDir(), name+".log")
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(filepath.Join(dir, prog), args...)
+	p.cmd.Stderr = logf
+	if stdout != nil {
+		p.cmd.Stdout = stdout
+	} else {
+		p.cmd.Stdout = logf
+	}
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			if len(b) > 8000 {
+				b = append([]byte("...\n"), b[len(b)-8000:]...)
+			}
+			t.Logf("--- log of %s (%s):\n%s", name, strings.Join(p.cmd.Args, " "), b)
+		}
+	})
+	return p
+}
+
+// exitWithin waits for the process to end and returns its exit status.
+func (p *proc) exitWithin(d time.Duration) (int, error) {
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		return -1, fmt.Errorf("%s still running %v later", p.name, d)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return -1, fmt.Errorf("%s killed by %v", p.name, ws.Signal())
+		}
+		return ee.ExitCode(), nil
+	}
+	if p.err != nil {
+		return -1, p.err
+	}
+	return 0, nil
+}
+
+// stopWith sends sig and requires exit status 0 within a few seconds.
+func (p *proc) stopWith(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal %s: %v", p.name, err)
+	}
+	p.requireExit0()
+}
+
+func (p *proc) requireExit0() {
+	p.t.Helper()
+	code, err := p.exitWithin(15 * time.Second)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if code != 0 {
+		p.t.Fatalf("%s exited with status %d", p.name, code)
+	}
+}
+
+func (p *proc) kill() {
+	p.t.Helper()
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// ctlRun runs neoctl and returns its standard output.
+func ctlRun(t *testing.T, admin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(neoBinary(t), "neoctl"), append([]string{"-a", admin}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("neoctl %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %v; last: %s", what, timeout, state)
+		}
+		<-tick.C
+	}
+}
+
+// freeAddr returns a loopback address with a port free at the time.
+func freeAddr(t *testing.T, host string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// partitionTable asks the admin node for the partition table.
+func partitionTable(ctx context.Context, admin string) (*proto.AnswerPartitionList, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	l, err := neonet.Dial(ctx, admin, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	ans, err := l.Ask(ctx, &proto.AskPartitionList{})
+	if err != nil {
+		return nil, err
+	}
+	pt, ok := ans.(*proto.AnswerPartitionList)
+	if !ok {
+		return nil, fmt.Errorf("answer %T", ans)
+	}
+	return pt, nil
+}
+
+// allUpToDate tells whether every cell of the table is UP_TO_DATE and
+// every row has replicas+1 cells.
+func allUpToDate(pt *proto.AnswerPartitionList, replicas int) (bool, string) {
+	if len(pt.Rows) == 0 {
+		return false, "no partition table"
+	}
+	var b strings.Builder
+	ok := true
+	for i, row := range pt.Rows {
+		fmt.Fprintf(&b, "%d:", i)
+		if len(row) != replicas+1 {
+			ok = false
+		}
+		for _, c := range row {
+			fmt.Fprintf(&b, " %v(%v)", c.NID, c.State)
+			if c.State != proto.CellUpToDate {
+				ok = false
+			}
+		}
+		b.WriteString("; ")
+	}
+	return ok, b.String()
+}
+
+// objects is what a test committed: oid → data.
+type objects map[zodb.Oid][]byte
+
+// commitObjects commits n new objects in one transaction, through a client
+// of its own, and records them.
+func commitObjects(t *testing.T, url string, objs objects, n int, tag string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stor, err := zodb.Open(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	oids, err := stor.NewOids(ctx, n)
+	if err != nil {
+		t.Fatalf("new oids: %v", err)
+	}
+	txn, err := stor.Begin(ctx, zodb.TxnMeta{User: []byte("process test"), Description: []byte(tag)})
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	batch := objects{}
+	for _, oid := range oids {
+		data := []byte(fmt.Sprintf("%s object %v", tag, oid))
+		batch[oid] = data
+		if err := txn.Store(ctx, oid, 0, data); err != nil {
+			txn.Abort(ctx)
+			t.Fatalf("store %v: %v", oid, err)
+		}
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		txn.Abort(ctx)
+		t.Fatalf("vote: %v", err)
+	}
+	if _, err := txn.Finish(ctx); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	for oid, data := range batch {
+		objs[oid] = data
+	}
+}
+
+// checkObjects reads every object back through a new client.
+func checkObjects(t *testing.T, url string, objs objects) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stor, err := zodb.Open(ctx, url, &zodb.OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	head, err := stor.LastTid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for oid, want := range objs {
+		data, _, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: head})
+		if err != nil {
+			t.Fatalf("load %v: %v", oid, err)
+		}
+		if !bytes.Equal(data, want) {
+			t.Fatalf("load %v: %q, want %q", oid, data, want)
+		}
+	}
+}
+
+// readURL reads the one line neo simple prints.
+func readURL(t *testing.T, r io.Reader, p *proc) (string, *bufio.Scanner) {
+	t.Helper()
+	sc := bufio.NewScanner(r)
+	line := make(chan string, 1)
+	go func() {
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+	}()
+	select {
+	case l, ok := <-line:
+		if !ok {
+			code, err := p.exitWithin(5 * time.Second)
+			t.Fatalf("neo simple printed no URL (exit %d, %v)", code, err)
+		}
+		return l, sc
+	case <-time.After(2 * time.Minute):
+		t.Fatal("neo simple printed no URL within 2 minutes")
+	}
+	return "", nil
+}
+
+func testSimple(t *testing.T, host string) {
+	data := t.TempDir()
+	pr, pw := io.Pipe()
+	p := startWithStdout(t, "neo-simple", "neo", pw, "simple", "--cluster", "ptest", "--bind", net.JoinHostPort(host, "0"),
+		"--data", data, "--partitions", "4", "--replicas", "1", "s1", "s2")
+	go func() { <-p.done; pw.Close() }()
+	url, sc := readURL(t, pr, p)
+	prefix := "neo://ptest@" + net.JoinHostPort(host, "")
+	if !strings.HasPrefix(url, prefix) {
+		t.Fatalf("URL %q, want %sPORT", url, prefix)
+	}
+	objs := objects{}
+	commitObjects(t, url, objs, 50, "first")
+	commitObjects(t, url, objs, 50, "second")
+	checkObjects(t, url, objs)
+	for _, name := range []string{"s1", "s2"} {
+		if _, err := os.Stat(filepath.Join(data, name+".sqlite")); err != nil {
+			t.Errorf("database of %s: %v", name, err)
+		}
+	}
+	rest := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+		}
+		rest <- b.String()
+	}()
+	p.stopWith(syscall.SIGTERM)
+	if extra := <-rest; extra != "" {
+		t.Errorf("neo simple printed more than its URL on stdout: %q", extra)
+	}
+}
+
+// TestSimple starts neo simple with two storages holding every partition
+// twice, commits through the Go client, reads back and stops it.
+func TestSimple(t *testing.T) { testSimple(t, "127.0.0.1") }
+
+// TestSimpleIPv6 is TestSimple on the IPv6 loopback.
+func TestSimpleIPv6(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	}
+	l.Close()
+	testSimple(t, "::1")
+}
+
+// TestNodesAsProcesses runs each node in a process of its own, under
+// NEO/py's program names: a new cluster started with neoctl, a storage
+// killed (SIGKILL) while commits go on, restarted on its database and
+// brought back up to date by replication, then checked by reading
+// everything from it alone; neoctl kill and SIGTERM stop nodes with exit
+// status 0.
+func TestNodesAsProcesses(t *testing.T) {
+	const cluster = "proc"
+	dir := t.TempDir()
+	masterAddr := freeAddr(t, "127.0.0.1")
+	adminAddr := freeAddr(t, "127.0.0.1")
+	url := "neo://" + cluster + "@" + masterAddr
+
+	m := start(t, "master", "neomaster", "-c", cluster, "-b", masterAddr, "--partitions=4", "-r", "1", "--loglevel=debug")
+	// Storage 1 binds port 0 (it announces the one it gets, another one
+	// after its restart); storage 2 a port the test knows, to find its id.
+	s2Addr := freeAddr(t, "127.0.0.1")
+	storageArgs := func(name, bind string) []string {
+		return []string{"--cluster=" + cluster, "--masters", masterAddr, "-b", bind,
+			"-a", "SQLite", "-d", filepath.Join(dir, name+".sqlite"), "--loglevel", "debug"}
+	}
+	s1 := start(t, "storage1", "neostorage", storageArgs("s1", "127.0.0.1")...)
+	s2 := start(t, "storage2", "neostorage", storageArgs("s2", s2Addr)...)
+	a := start(t, "admin", "neoadmin", "-c", cluster, "-m", masterAddr, "-b", adminAddr)
+
+	// A new cluster waits for neoctl start once its storages are there.
+	eventually(t, time.Minute, "two pending storages", func() (bool, string) {
+		out, err := ctlRun(t, adminAddr, "print", "node")
+		if err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, nl := range parseNodes(out) {
+			if nl.typ == "STORAGE" {
+				n++
+			}
+		}
+		return n == 2, out
+	})
+	if _, err := ctlRun(t, adminAddr, "start"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "cluster RUNNING", func() (bool, string) {
+		out, err := ctlRun(t, adminAddr, "print", "cluster")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.TrimSpace(out) == "RUNNING", out
+	})
+	ctx := context.Background()
+	waitUpToDate := func(what string) {
+		t.Helper()
+		eventually(t, 2*time.Minute, what, func() (bool, string) {
+			pt, err := partitionTable(ctx, adminAddr)
+			if err != nil {
+				return false, err.Error()
+			}
+			return allUpToDate(pt, 1)
+		})
+	}
+	waitUpToDate("every cell UP_TO_DATE")
+
+	objs := objects{}
+	commitObjects(t, url, objs, 40, "before kill")
+
+	s1.kill()
+	commitObjects(t, url, objs, 40, "storage 1 down")
+	checkObjects(t, url, objs)
+
+	s1 = start(t, "storage1-restarted", "neostorage", storageArgs("s1", "127.0.0.1:0")...)
+	waitUpToDate("storage 1 back UP_TO_DATE")
+	if out, err := ctlRun(t, adminAddr, "print", "pt"); err != nil {
+		t.Error(err)
+	} else {
+		t.Logf("neoctl print pt:\n%s", out)
+	}
+	commitObjects(t, url, objs, 40, "storage 1 back")
+
+	// Stop storage 2 by neoctl: the data must all come from storage 1.
+	nodes, err := ctlRun(t, adminAddr, "print", "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2id := ""
+	for _, nl := range parseNodes(nodes) {
+		if nl.typ == "STORAGE" && nl.addr == s2Addr {
+			s2id = nl.id
+		}
+	}
+	if s2id == "" {
+		t.Fatalf("storage 2 (%s) not in neoctl print node:\n%s", s2Addr, nodes)
+	}
+	if _, err := ctlRun(t, adminAddr, "kill", s2id); err != nil {
+		t.Fatal(err)
+	}
+	s2.requireExit0()
+	checkObjects(t, url, objs)
+
+	s1.stopWith(syscall.SIGTERM)
+	a.stopWith(syscall.SIGTERM)
+	m.stopWith(syscall.SIGINT)
+}
+
+// nodeLine is one line of neoctl print node: id, type, address, state.
+type nodeLine struct{ id, typ, addr, state string }
+
+// parseNodes reads neoctl print node's table ("S1 | STORAGE | host:port |
+// RUNNING | id timestamp").
+func parseNodes(out string) []nodeLine {
+	var nodes []nodeLine
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(line, "|")
+		if len(f) < 4 {
+			continue
+		}
+		for i := range f {
+			f[i] = strings.TrimSpace(f[i])
+		}
+		nodes = append(nodes, nodeLine{f[0], f[1], f[2], f[3]})
+	}
+	return nodes
+}
+
+// raceEnabled: the tests run with the race detector, and so does the
+// binary they build (race_test.go).
+var raceEnabled = false
