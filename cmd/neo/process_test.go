@@ -23,6 +23,7 @@ import (
 
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/neo/storage/backend/sqlite"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -377,10 +378,20 @@ func testSimple(t *testing.T, host string) {
 	commitObjects(t, url, objs, 50, "first")
 	commitObjects(t, url, objs, 50, "second")
 	checkObjects(t, url, objs)
+	// Another process (here: the test) may open a database while its
+	// storage node runs.
 	for _, name := range []string{"s1", "s2"} {
-		if _, err := os.Stat(filepath.Join(data, name+".sqlite")); err != nil {
-			t.Errorf("database of %s: %v", name, err)
+		ctx := context.Background()
+		db, err := sqlite.Open(ctx, filepath.Join(data, name+".sqlite"), sqlite.Options{Name: "ptest", NoLock: true})
+		if err != nil {
+			t.Errorf("open the database of %s while it runs: %v", name, err)
+			continue
 		}
+		cells, err := db.PartitionTable(ctx)
+		if err != nil || len(cells) == 0 {
+			t.Errorf("partition table in the database of %s: %v, %v", name, cells, err)
+		}
+		db.Close()
 	}
 	rest := make(chan string, 1)
 	go func() {

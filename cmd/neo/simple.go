@@ -165,7 +165,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 	if s.masters > 1 {
 		masterAddrs = binds
 	}
-	for i, b := range binds {
+	for _, b := range binds {
 		m, err := master.New(ctx, master.Config{
 			Cluster:    s.cluster,
 			Bind:       b,
@@ -174,7 +174,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 			Replicas:   s.replicas,
 			Autostart:  len(s.storages),
 			TLS:        c.tls,
-			Logger:     log.With("node", fmt.Sprintf("master%d", i+1)),
+			Logger:     log,
 		})
 		if err != nil {
 			return nil, err
@@ -198,7 +198,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 			Masters: masterAddrs,
 			Backend: db,
 			TLS:     c.tls,
-			Logger:  log.With("node", "storage "+name),
+			Logger:  log.With("storage", name),
 		})
 		if err != nil {
 			return nil, err
@@ -210,7 +210,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 		Bind:    anyPort,
 		Masters: masterAddrs,
 		TLS:     c.tls,
-		Logger:  log.With("node", "admin"),
+		Logger:  log,
 	})
 	if err != nil {
 		return nil, err
