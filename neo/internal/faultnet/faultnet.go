@@ -1,0 +1,462 @@
+// Package faultnet is a neonet.Network for tests whose links between named
+// endpoints can be delayed, blackholed or cut, per direction, while the
+// nodes run.
+//
+// A test creates one Network and gives every node its own endpoint,
+// Endpoint("M1"), Endpoint("S1"), ..., as the node's Config.Net: the
+// endpoint's listeners are known by the endpoint's name, and the connections
+// it dials carry that name to the listening side. Faults are set between
+// names with Delay, Blackhole and Cut, and removed with Heal; Any stands for
+// every endpoint. A fault concerns the bytes going from one endpoint to the
+// other:
+//
+//   - Delay: each write waits the given time before it is passed on (the
+//     writer waits too, as with a slow link), and so does a new connection;
+//   - Blackhole: writes wait until the fault is removed (nothing is lost: TCP
+//     would retransmit) or the connection is closed, and new connections
+//     wait as if the peer's address did not answer;
+//   - Cut: connections between the two endpoints, in either direction, are
+//     closed when the fault is set, writes in that direction fail, and new
+//     connections in that direction are refused.
+//
+// Connections are made by an inner Network (TCP by default), so the nodes
+// really talk over sockets; only the endpoints' own connections are wrapped.
+package faultnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/neozodb/neo/neo/neonet"
+)
+
+// Any, as a name in a fault, matches every endpoint.
+const Any = "*"
+
+// Kind is the kind of a fault.
+type Kind int
+
+const (
+	Pass       Kind = iota // no fault
+	Delayed                // writes and dials wait
+	Blackholed             // writes and dials hang until healed
+	CutOff                 // connections closed, dials refused
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Pass:
+		return "pass"
+	case Delayed:
+		return "delay"
+	case Blackholed:
+		return "blackhole"
+	case CutOff:
+		return "cut"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// ErrCut is the error of a write or a dial across a cut link.
+var ErrCut = errors.New("faultnet: link cut")
+
+type direction struct{ from, to string }
+
+type fault struct {
+	kind  Kind
+	delay time.Duration
+}
+
+// Network is a set of named endpoints whose connections go through faults.
+// Its methods may be called from any goroutine.
+type Network struct {
+	inner neonet.Network
+
+	mu      sync.Mutex
+	names   map[string]string // listening address → endpoint name
+	faults  map[direction]fault
+	conns   map[*conn]struct{}
+	changed chan struct{} // closed and replaced at every change of faults
+}
+
+// New returns a Network whose connections are made by inner (nil: TCP).
+func New(inner neonet.Network) *Network {
+	if inner == nil {
+		inner = neonet.TCP
+	}
+	return &Network{
+		inner:   inner,
+		names:   map[string]string{},
+		faults:  map[direction]fault{},
+		conns:   map[*conn]struct{}{},
+		changed: make(chan struct{}),
+	}
+}
+
+// Endpoint returns the Network a node named name uses.
+func (n *Network) Endpoint(name string) neonet.Network {
+	return &endpoint{n: n, name: name}
+}
+
+// Delay makes the bytes from one endpoint to the other wait d.
+func (n *Network) Delay(from, to string, d time.Duration) {
+	n.set(from, to, fault{kind: Delayed, delay: d})
+}
+
+// Blackhole holds the bytes from one endpoint to the other until Heal.
+func (n *Network) Blackhole(from, to string) { n.set(from, to, fault{kind: Blackholed}) }
+
+// Cut closes the connections between the two endpoints and refuses new
+// ones from from to to until Heal.
+func (n *Network) Cut(from, to string) { n.set(from, to, fault{kind: CutOff}) }
+
+// Heal removes the fault set from from to to.
+func (n *Network) Heal(from, to string) { n.set(from, to, fault{}) }
+
+// Isolate cuts name from every other endpoint, both ways.
+func (n *Network) Isolate(name string) {
+	n.Cut(name, Any)
+	n.Cut(Any, name)
+}
+
+// HealAll removes every fault.
+func (n *Network) HealAll() {
+	n.mu.Lock()
+	n.faults = map[direction]fault{}
+	n.notifyLocked()
+	n.mu.Unlock()
+}
+
+func (n *Network) set(from, to string, f fault) {
+	n.mu.Lock()
+	d := direction{from, to}
+	if f.kind == Pass {
+		delete(n.faults, d)
+	} else {
+		n.faults[d] = f
+	}
+	var doomed []*conn
+	if f.kind == CutOff {
+		for c := range n.conns {
+			c.mu.Lock()
+			remote := c.peerName
+			c.mu.Unlock()
+			if remote == "" {
+				continue // not yet known: its first write checks the faults
+			}
+			if match(d, c.local, remote) || match(d, remote, c.local) {
+				doomed = append(doomed, c)
+			}
+		}
+	}
+	n.notifyLocked()
+	n.mu.Unlock()
+	for _, c := range doomed {
+		c.Close()
+	}
+}
+
+func match(d direction, from, to string) bool {
+	return (d.from == Any || d.from == from) && (d.to == Any || d.to == to)
+}
+
+func (n *Network) notifyLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// faultOf returns the fault from from to to, the most specific rule first,
+// and a channel closed at the next change.
+func (n *Network) faultOf(from, to string) (fault, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, d := range []direction{{from, to}, {from, Any}, {Any, to}, {Any, Any}} {
+		if f, ok := n.faults[d]; ok {
+			return f, n.changed
+		}
+	}
+	return fault{}, n.changed
+}
+
+func (n *Network) nameOf(addr string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if name, ok := n.names[addr]; ok {
+		return name
+	}
+	return addr
+}
+
+// NameOf returns the endpoint listening on addr, or addr itself if none.
+func (n *Network) NameOf(addr string) string { return n.nameOf(addr) }
+
+type endpoint struct {
+	n    *Network
+	name string
+}
+
+// maxName bounds an endpoint name, which travels in one length byte.
+const maxName = 255
+
+func (e *endpoint) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if len(e.name) > maxName {
+		return nil, fmt.Errorf("faultnet: endpoint name %q too long", e.name)
+	}
+	to := e.n.nameOf(addr)
+	for {
+		f, changed := e.n.faultOf(e.name, to)
+		switch f.kind {
+		case CutOff:
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%w: %s → %s: %w", ErrCut, e.name, to, syscall.ECONNREFUSED)}
+		case Blackholed:
+			select {
+			case <-ctx.Done():
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%s → %s blackholed: %w", e.name, to, ctx.Err())}
+			case <-changed:
+				continue
+			}
+		case Delayed:
+			t := time.NewTimer(f.delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+			case <-t.C:
+			}
+		}
+		break
+	}
+	raw, err := e.n.inner.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	// The listening side learns who dialed from a preamble.
+	pre := append([]byte{byte(len(e.name))}, e.name...)
+	if _, err := raw.Write(pre); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	c := newConn(e.n, raw, e.name)
+	c.setRemote(to)
+	return c, nil
+}
+
+func (e *endpoint) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	ln, err := e.n.inner.Listen(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	a := ln.Addr().String()
+	e.n.mu.Lock()
+	e.n.names[a] = e.name
+	e.n.mu.Unlock()
+	return &listener{Listener: ln, e: e, addr: a}, nil
+}
+
+type listener struct {
+	net.Listener
+	e    *endpoint
+	addr string
+	once sync.Once
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	raw, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newConn(l.e.n, raw, l.e.name), nil
+}
+
+func (l *listener) Close() error {
+	l.once.Do(func() {
+		l.e.n.mu.Lock()
+		if l.e.n.names[l.addr] == l.e.name {
+			delete(l.e.n.names, l.addr)
+		}
+		l.e.n.mu.Unlock()
+	})
+	return l.Listener.Close()
+}
+
+// conn is one side of a connection: its writes go from local to remote.
+type conn struct {
+	net.Conn
+	n     *Network
+	local string
+
+	// The accepting side learns remote from the preamble, at its first
+	// read or write.
+	resolve   sync.Once
+	remote    string // set once by resolve
+	remoteErr error
+
+	mu       sync.Mutex
+	peerName string        // remote, once known (for Cut)
+	wdl      time.Time     // write deadline
+	kick     chan struct{} // closed and replaced when wdl changes or at close
+	closed   bool
+	closeErr error
+}
+
+func newConn(n *Network, raw net.Conn, local string) *conn {
+	c := &conn{Conn: raw, n: n, local: local, kick: make(chan struct{})}
+	n.mu.Lock()
+	n.conns[c] = struct{}{}
+	n.mu.Unlock()
+	return c
+}
+
+func (c *conn) setRemote(name string) {
+	c.resolve.Do(func() { c.remote = name })
+	c.mu.Lock()
+	c.peerName = name
+	c.mu.Unlock()
+}
+
+func (c *conn) peer() (string, error) {
+	c.resolve.Do(func() {
+		var n [1]byte
+		if _, err := io.ReadFull(c.Conn, n[:]); err != nil {
+			c.remoteErr = fmt.Errorf("faultnet: reading the dialer's name: %w", err)
+			return
+		}
+		name := make([]byte, n[0])
+		if _, err := io.ReadFull(c.Conn, name); err != nil {
+			c.remoteErr = fmt.Errorf("faultnet: reading the dialer's name: %w", err)
+			return
+		}
+		c.remote = string(name)
+		c.mu.Lock()
+		c.peerName = c.remote
+		c.mu.Unlock()
+	})
+	return c.remote, c.remoteErr
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if _, err := c.peer(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	remote, err := c.peer()
+	if err != nil {
+		return 0, err
+	}
+	for {
+		f, changed := c.n.faultOf(c.local, remote)
+		switch f.kind {
+		case Pass:
+			return c.Conn.Write(p)
+		case CutOff:
+			c.Close()
+			return 0, &net.OpError{Op: "write", Net: "tcp", Err: fmt.Errorf("%w: %s → %s", ErrCut, c.local, remote)}
+		case Delayed:
+			if err := c.wait(changed, f.delay, false); err != nil {
+				return 0, err
+			}
+			return c.Conn.Write(p)
+		case Blackholed:
+			if err := c.wait(changed, 0, true); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// wait waits d (or, with forever, until the faults change), or until the
+// connection is closed or its write deadline passes.
+func (c *conn) wait(changed <-chan struct{}, d time.Duration, forever bool) error {
+	var timeout <-chan time.Time
+	if !forever {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		c.mu.Lock()
+		closed, kick, wdl := c.closed, c.kick, c.wdl
+		c.mu.Unlock()
+		if closed {
+			return &net.OpError{Op: "write", Net: "tcp", Err: net.ErrClosed}
+		}
+		var deadline <-chan time.Time
+		var dt *time.Timer
+		if !wdl.IsZero() {
+			left := time.Until(wdl)
+			if left <= 0 {
+				return &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+			}
+			dt = time.NewTimer(left)
+			deadline = dt.C
+		}
+		stop := func() {
+			if dt != nil {
+				dt.Stop()
+			}
+		}
+		select {
+		case <-timeout:
+			stop()
+			return nil
+		case <-changed:
+			stop()
+			if forever {
+				return nil
+			}
+			// A delay goes on whatever changed.
+			changed = nil
+		case <-kick:
+			stop()
+		case <-deadline:
+			return &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+	}
+}
+
+func (c *conn) kickLocked() {
+	close(c.kick)
+	c.kick = make(chan struct{})
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.wdl = t
+	c.kickLocked()
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.wdl = t
+	c.kickLocked()
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.closeErr
+	}
+	c.closed = true
+	c.kickLocked()
+	c.closeErr = c.Conn.Close()
+	c.mu.Unlock()
+	c.n.mu.Lock()
+	delete(c.n.conns, c)
+	c.n.mu.Unlock()
+	return c.closeErr
+}
