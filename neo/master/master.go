@@ -34,6 +34,7 @@ const DefaultPartitions = 12
 // Master is a primary master node.
 type Master struct {
 	cfg  Config
+	ccfg coreConfig
 	addr proto.Address
 	ln   *neonet.Listener
 	log  *slog.Logger
@@ -78,21 +79,28 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		ln.Close()
 		return nil, fmt.Errorf("master: listen address: %w", err)
 	}
-	return &Master{cfg: cfg, addr: addr, ln: ln, log: logger}, nil
+	ccfg := coreConfig{
+		Cluster:    cfg.Cluster,
+		Addr:       addr,
+		Partitions: cfg.Partitions,
+		Replicas:   cfg.Replicas,
+		Autostart:  cfg.Autostart,
+		NodeID:     cfg.NodeID,
+	}
+	for _, a := range cfg.Masters {
+		ma, err := parseAddress(a)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("master: masters: %w", err)
+		}
+		ccfg.Masters = append(ccfg.Masters, ma)
+	}
+	return &Master{cfg: cfg, ccfg: ccfg, addr: addr, ln: ln, log: logger}, nil
 }
 
 // Addr returns the address the master listens on (with the real port when
 // Config.Bind asked for port 0).
 func (m *Master) Addr() string { return m.addr.String() }
-
-// Run serves the cluster until ctx ends (nil), the cluster is stopped (nil)
-// or the master fails (an error). It closes everything it opened before
-// returning.
-func (m *Master) Run(ctx context.Context) error {
-	defer m.ln.Close()
-	<-ctx.Done()
-	return nil
-}
 
 func parseAddress(s string) (proto.Address, error) {
 	host, port, err := net.SplitHostPort(s)
