@@ -183,19 +183,19 @@ type Core struct {
 	ver *verification
 
 	// service
-	tm               *txnManager
-	lastTid          zodb.Tid // last committed tid
-	readiness        int
-	readyDict        map[proto.NodeID]int
-	startingSet      map[proto.NodeID]bool
-	blockBegin       bool // STOPPING: no new transaction (NEO/py's dummy starting entry)
-	delayed          []delayedRequest
-	packs            *packManager
-	exiting          bool
-	forceShutdown    bool // STOPPING: no longer operational, stop without waiting
-	runningDelayed   bool
-	updatable        map[cellKey]bool // cells allowed to become UP_TO_DATE (§7.6)
-	afterAnswer      func()           // run after an admin request is answered
+	tm             *txnManager
+	lastTid        zodb.Tid // last committed tid
+	readiness      int
+	readyDict      map[proto.NodeID]int
+	startingSet    map[proto.NodeID]bool
+	blockBegin     bool // STOPPING: no new transaction (NEO/py's dummy starting entry)
+	delayed        []delayedRequest
+	packs          *packManager
+	exiting        bool
+	forceShutdown  bool // STOPPING: no longer operational, stop without waiting
+	runningDelayed bool
+	updatable      map[cellKey]bool // cells allowed to become UP_TO_DATE (§7.6)
+	afterAnswer    func()           // run after an admin request is answered
 
 	out []Action
 }

@@ -9,8 +9,8 @@ import (
 // recovery is the state of RECOVERING (§6.4): finding the newest partition
 // table among the storages and waiting for the storages to start with.
 type recovery struct {
-	targetPTid  proto.PTid      // best ptid seen (0: none)
-	askPT       []proto.NodeID  // storages having targetPTid; the first one is asked
+	targetPTid  proto.PTid     // best ptid seen (0: none)
+	askPT       []proto.NodeID // storages having targetPTid; the first one is asked
 	backupTids  map[proto.NodeID]zodb.Tid
 	truncateTid map[proto.NodeID]zodb.Tid
 }
