@@ -1,0 +1,508 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/neozodb/neo/neo/neonet"
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/neo/storage/backend"
+	"github.com/neozodb/neo/zodb"
+)
+
+// fetchCount is NEO/py's FETCH_COUNT: items per replication chunk.
+const fetchCount = 1000
+
+// replPart is the replication state of an own OUT_OF_DATE cell.
+type replPart struct {
+	progress zodb.Tid // replicated up to (inclusive)
+	target   zodb.Tid // to replicate up to; 0 until the master answered
+	pending  map[zodb.Tid]bool
+	asked    bool // AskUnfinishedTransactions answered
+	done     bool // reported to the transaction manager
+	failures int
+}
+
+// replicator catches up the node's OUT_OF_DATE cells (§10.1) and runs
+// replica checks ordered by the master. Its fields are guarded by
+// Storage.mu, except the worker's own.
+type replicator struct {
+	s      *Storage
+	parts  map[uint32]*replPart
+	wakeCh chan struct{}
+	checks []*proto.CheckPartition
+
+	// ttids finished while an AskUnfinishedTransactions was in flight
+	// (its answer is not ordered with the master's notifications)
+	asking   int
+	finished map[zodb.Tid]zodb.Tid
+
+	ctx      context.Context
+	cancelFn context.CancelFunc
+	wg       sync.WaitGroup // worker and master asks
+}
+
+func newReplicator(s *Storage, _ chan func()) *replicator {
+	return &replicator{s: s, parts: map[uint32]*replPart{}, wakeCh: make(chan struct{}, 1), finished: map[zodb.Tid]zodb.Tid{}}
+}
+
+func (r *replicator) wake() {
+	select {
+	case r.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// start starts the worker; mu held.
+func (r *replicator) start() {
+	if r.cancelFn != nil {
+		return
+	}
+	r.ctx, r.cancelFn = context.WithCancel(r.s.runCtx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.work(r.ctx)
+	}()
+}
+
+// cancel stops the worker and forgets the replication state; mu not held.
+func (r *replicator) cancel() {
+	r.s.mu.Lock()
+	cancel := r.cancelFn
+	r.cancelFn = nil
+	r.parts = map[uint32]*replPart{}
+	r.checks = nil
+	r.s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	r.wg.Wait()
+}
+
+func (r *replicator) stop() { r.cancel() }
+
+// add starts tracking a partition to replicate; mu held.
+func (r *replicator) add(p uint32, progress zodb.Tid) {
+	r.parts[p] = &replPart{progress: progress, pending: map[zodb.Tid]bool{}}
+}
+
+// discard stops replicating partitions; mu held.
+func (r *replicator) discard(ps []uint32) {
+	for _, p := range ps {
+		delete(r.parts, p)
+	}
+}
+
+// askUnfinished asks the master for the pending transactions; mu held.
+func (r *replicator) askUnfinished(master *neonet.Link, ps []uint32) {
+	if r.cancelFn == nil {
+		return
+	}
+	ctx := r.ctx
+	r.asking++
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ans, err := master.Ask(ctx, &proto.AskUnfinishedTransactions{Partitions: ps})
+		s := r.s
+		s.mu.Lock()
+		defer s.unlock()
+		r.asking--
+		finished := r.finished
+		if r.asking == 0 {
+			r.finished = map[zodb.Tid]zodb.Tid{}
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("AskUnfinishedTransactions failed", "err", err)
+			}
+			return
+		}
+		a, ok := ans.(*proto.AnswerUnfinishedTransactions)
+		if !ok {
+			return
+		}
+		for _, p := range ps {
+			part := r.parts[p]
+			if part == nil || part.asked {
+				continue
+			}
+			part.asked = true
+			part.target = a.MaxTid
+			for _, ttid := range a.TTids {
+				if tid, ok := finished[ttid]; ok {
+					if tid != zodb.InvalidTid && tid > part.target {
+						part.target = tid
+					}
+					continue
+				}
+				part.pending[ttid] = true
+			}
+		}
+		r.wake()
+	}()
+}
+
+// transactionFinished tells that a transaction was committed (tid) or
+// aborted (InvalidTid); mu held.
+func (r *replicator) transactionFinished(ttid, tid zodb.Tid) {
+	if r == nil {
+		return
+	}
+	if r.asking > 0 {
+		r.finished[ttid] = tid
+	}
+	for _, part := range r.parts {
+		if part.pending[ttid] {
+			delete(part.pending, ttid)
+			if tid != zodb.InvalidTid && tid > part.target {
+				part.target = tid
+			}
+		}
+	}
+	r.wake()
+}
+
+// queueCheck queues a replica check order; mu held.
+func (r *replicator) queueCheck(m *proto.CheckPartition) {
+	r.checks = append(r.checks, m)
+	r.wake()
+}
+
+// work replicates partitions one at a time, then runs queued checks.
+func (r *replicator) work(ctx context.Context) {
+	s := r.s
+	links := map[proto.NodeID]*neonet.Link{}
+	defer func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}()
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		if !s.operational || s.tm == nil {
+			s.mu.Unlock()
+			wait(ctx, r.wakeCh, 0)
+			continue
+		}
+		p, part, src, idle := r.pick()
+		if part != nil && src == nil {
+			// replicated up to the target, no pending transaction left
+			part.done = true
+			s.tm.replicatedUpTo(ctx, p, part.target)
+			s.unlock()
+			continue
+		}
+		var check *proto.CheckPartition
+		if part == nil && len(r.checks) > 0 {
+			check = r.checks[0]
+			r.checks = r.checks[1:]
+		}
+		s.mu.Unlock()
+		switch {
+		case part != nil:
+			err := r.replicate(ctx, links, p, src, part.progress, part.target)
+			s.mu.Lock()
+			if cur := r.parts[p]; cur == part {
+				if err != nil {
+					part.failures++
+				} else {
+					part.failures = 0
+				}
+			}
+			s.mu.Unlock()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.logf(slog.LevelWarn, "replication failed", "partition", p, "source", src.nid.String(), "err", err)
+				if l := links[src.nid]; l != nil {
+					l.Close()
+					delete(links, src.nid)
+				}
+				wait(ctx, r.wakeCh, time.Second)
+			}
+		case check != nil:
+			if err := r.check(ctx, links, check); err != nil && ctx.Err() == nil {
+				s.logf(slog.LevelWarn, "replica check failed", "partition", check.Partition, "err", err)
+			}
+		default:
+			if idle {
+				for nid, l := range links {
+					l.Close()
+					delete(links, nid)
+				}
+			}
+			wait(ctx, r.wakeCh, 0)
+		}
+	}
+}
+
+// source is a storage to replicate from.
+type source struct {
+	nid  proto.NodeID
+	addr string
+}
+
+// pick chooses the next partition to work on: one that is behind its
+// target (with a source), or one that is complete (src nil); mu held.
+func (r *replicator) pick() (p uint32, part *replPart, src *source, idle bool) {
+	s := r.s
+	var ps []uint32
+	for p, part := range r.parts {
+		if part.asked && !part.done {
+			ps = append(ps, p)
+		}
+	}
+	// furthest behind first, then those with no pending transaction
+	slices.SortFunc(ps, func(a, b uint32) int {
+		x, y := r.parts[a], r.parts[b]
+		if c := cmpTid(x.progress, y.progress); c != 0 {
+			return c
+		}
+		if c := len(x.pending) - len(y.pending); c != 0 {
+			return c
+		}
+		return int(a) - int(b)
+	})
+	for _, p := range ps {
+		part := r.parts[p]
+		if part.progress >= part.target {
+			if len(part.pending) == 0 {
+				return p, part, nil, false
+			}
+			continue
+		}
+		var cands []source
+		for _, c := range s.pt.ReadableCells(int(p)) {
+			if c.NID == s.nid {
+				continue
+			}
+			n := s.nodes[c.NID]
+			if n == nil || n.state != proto.NodeRunning {
+				continue
+			}
+			a, ok := n.addr.Get()
+			if !ok {
+				continue
+			}
+			cands = append(cands, source{c.NID, a.String()})
+		}
+		if len(cands) == 0 {
+			continue
+		}
+		c := cands[rand.IntN(len(cands))]
+		return p, part, &c, false
+	}
+	return 0, nil, nil, len(ps) == 0
+}
+
+// peerLink returns a link to a storage, identified as this node.
+func (r *replicator) peerLink(ctx context.Context, links map[proto.NodeID]*neonet.Link, src *source) (*neonet.Link, error) {
+	if l := links[src.nid]; l != nil {
+		select {
+		case <-l.Done():
+			delete(links, src.nid)
+		default:
+			return l, nil
+		}
+	}
+	s := r.s
+	link, err := s.dialer.Dial(ctx, src.addr)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	req := &proto.RequestIdentification{NodeType: proto.Storage, NID: s.nid, Address: proto.Some(s.addr),
+		ClusterName: s.cfg.Cluster, IDTimestamp: s.ownIDTime, Extra: proto.Dict{}}
+	s.mu.Unlock()
+	ans, err := link.Ask(ctx, req)
+	if err != nil {
+		link.Close()
+		return nil, fmt.Errorf("identify to %s: %w", src.nid, err)
+	}
+	acc, ok := ans.(*proto.AcceptIdentification)
+	if !ok || acc.NodeType != proto.Storage || acc.NID != src.nid {
+		link.Close()
+		return nil, fmt.Errorf("identify to %s: unexpected answer %v", src.nid, ans)
+	}
+	links[src.nid] = link
+	return link, nil
+}
+
+// fetch sends a replication request and handles the data packets that
+// carry its msg id until the answer has come and every packet sent before
+// it was handled.
+func fetch(ctx context.Context, link *neonet.Link, req proto.Msg, onData func(proto.Msg) error) (proto.Msg, error) {
+	call, err := link.Start(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	var ans proto.Msg
+	var aerr error
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		ans, aerr = call.Wait(ctx)
+		acancel()
+	}()
+	var herr error
+	for {
+		r, err := link.Recv(actx)
+		if err != nil {
+			break
+		}
+		if r.MsgID != call.MsgID() {
+			continue // left-overs of an aborted replication
+		}
+		if herr == nil {
+			herr = onData(r.Msg)
+		}
+	}
+	<-answered
+	if aerr != nil {
+		return nil, aerr
+	}
+	if herr != nil {
+		return nil, herr
+	}
+	return ans, nil
+}
+
+// replicate fetches partition p from src, from progress+1 up to target.
+func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neonet.Link, p uint32, src *source, progress, target zodb.Tid) error {
+	s := r.s
+	link, err := r.peerLink(ctx, links, src)
+	if err != nil {
+		return err
+	}
+	start := progress + 1
+	if progress == 0 {
+		start = 0
+	}
+	s.logf(slog.LevelInfo, "replicating", "partition", p, "from", src.nid.String(), "min", start, "max", target)
+
+	// transactions
+	for minTid, first := start, true; ; first = false {
+		have, err := s.db.TIDsFrom(ctx, p, minTid, target, fetchCount)
+		if err != nil {
+			return err
+		}
+		ans, err := fetch(ctx, link, &proto.AskFetchTransactions{Partition: p, Length: fetchCount, MinTid: minTid,
+			MaxTid: target, Have: have, AskPackInfo: first}, func(m proto.Msg) error {
+			t, ok := m.(*proto.AddTransaction)
+			if !ok {
+				return fmt.Errorf("unexpected %T during replication", m)
+			}
+			meta := &backend.TxnMeta{Tid: t.Tid, TTid: t.TTid, User: t.User, Description: t.Description,
+				Extension: t.Extension, Packed: t.Packed, Oids: t.Oids}
+			if pk, ok := t.Pack.Get(); ok {
+				oids, _ := pk.Oids.Get()
+				meta.Pack = &backend.PackOrder{Approved: pk.Approved, Partial: pk.Partial, Oids: oids, PackTid: pk.PackTid}
+			}
+			return s.db.StoreTransaction(ctx, meta)
+		})
+		if err != nil {
+			return replicationErr(err)
+		}
+		a, ok := ans.(*proto.AnswerFetchTransactions)
+		if !ok {
+			return fmt.Errorf("unexpected answer %T", ans)
+		}
+		for _, tid := range a.Delete {
+			if err := s.db.DeleteTransaction(ctx, tid); err != nil {
+				return err
+			}
+		}
+		if err := s.db.Commit(ctx); err != nil {
+			return err
+		}
+		if a.NextTid == zodb.InvalidTid {
+			break
+		}
+		minTid = a.NextTid
+	}
+
+	// objects
+	minTid, minOid := start, zodb.Oid(0)
+	for {
+		xids, err := s.db.ObjectsFrom(ctx, p, minTid, target, minOid, fetchCount)
+		if err != nil {
+			return err
+		}
+		var have []proto.SerialOids
+		for _, x := range xids {
+			if n := len(have); n > 0 && have[n-1].Serial == x.At {
+				have[n-1].Oids = append(have[n-1].Oids, x.Oid)
+			} else {
+				have = append(have, proto.SerialOids{Serial: x.At, Oids: []zodb.Oid{x.Oid}})
+			}
+		}
+		ans, err := fetch(ctx, link, &proto.AskFetchObjects{Partition: p, Length: fetchCount, MinTid: minTid,
+			MaxTid: target, MinOid: minOid, Have: have}, func(m proto.Msg) error {
+			o, ok := m.(*proto.AddObject)
+			if !ok {
+				return fmt.Errorf("unexpected %T during replication", m)
+			}
+			if o.Compression > 1 {
+				return fmt.Errorf("object %s@%s: invalid compression %d", o.Oid, o.Serial, o.Compression)
+			}
+			return s.db.StoreObject(ctx, &backend.Object{Oid: o.Oid, Serial: o.Serial,
+				HasData: len(o.Data) > 0 || o.Checksum != (proto.Checksum{}), Compression: o.Compression,
+				Checksum: o.Checksum, Data: o.Data, DataSerial: o.DataSerial})
+		})
+		if err != nil {
+			return replicationErr(err)
+		}
+		a, ok := ans.(*proto.AnswerFetchObjects)
+		if !ok {
+			return fmt.Errorf("unexpected answer %T", ans)
+		}
+		for _, so := range a.Delete {
+			for _, oid := range so.Oids {
+				if err := s.db.DeleteObject(ctx, oid, so.Serial); err != nil {
+					return err
+				}
+			}
+		}
+		done := a.NextTid == zodb.InvalidTid
+		upTo := target
+		if !done {
+			upTo = a.NextTid - 1
+		}
+		if err := s.db.SetReplicated(ctx, p, upTo); err != nil {
+			return err
+		}
+		if err := s.db.Commit(ctx); err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+		minTid, minOid = a.NextTid, a.NextOid
+	}
+	s.mu.Lock()
+	if part := r.parts[p]; part != nil && part.progress < target {
+		part.progress = target
+	}
+	s.mu.Unlock()
+	s.logf(slog.LevelInfo, "partition replicated", "partition", p, "tid", target)
+	return nil
+}
+
+func replicationErr(err error) error {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return fmt.Errorf("source refused: %s (%v)", pe.Message, pe.Code)
+	}
+	return err
+}
