@@ -66,6 +66,8 @@ type Admin struct {
 	clusterState  proto.Opt[proto.ClusterState]
 	stateNotified bool // a NotifyClusterInformation came since the connection
 	knownMasters  []string
+
+	onConnected func() // tests: called when serving neoctl with a new primary
 }
 
 // New checks cfg and binds the listener.
@@ -306,6 +308,9 @@ func (a *Admin) followPrimary(ctx context.Context, link *neonet.Link) {
 	a.mu.Lock()
 	a.master = link
 	a.mu.Unlock()
+	if a.onConnected != nil {
+		a.onConnected()
+	}
 	select {
 	case <-link.Done():
 		a.log().Info("connection to the primary master lost", "err", link.Err())
