@@ -39,7 +39,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 		if size >= 1<<10 {
 			name = fmt.Sprintf("%dKiB", size>>10)
 		}
-		b.Run("neonet/"+name, func(b *testing.B) { benchLink(b, req, ans) })
+		b.Run("neonet/"+name, func(b *testing.B) { benchFunc(b, linkRoundTrip(b, req, ans)) })
+		b.Run("neonetAsk/"+name, func(b *testing.B) { benchFunc(b, askRoundTrip(b, req, ans)) })
 		reqSize, ansSize := len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans))
 		b.Run("rawTCP/"+name, func(b *testing.B) {
 			raw := rawRoundTrip(b, reqSize, ansSize)
@@ -54,11 +55,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 }
 
-func benchLink(b *testing.B, req, ans Msg) {
-	benchFunc(b, linkRoundTrip(b, req, ans))
-}
-
 func benchFunc(b *testing.B, roundTrip func()) {
+	noPoison(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -67,8 +65,31 @@ func benchFunc(b *testing.B, roundTrip func()) {
 }
 
 // linkRoundTrip sets up a link pair whose server answers req with ans, and
-// returns a function doing one round trip.
-func linkRoundTrip(b *testing.B, req, ans Msg) func() {
+// returns a function doing one round trip: Start, Wait, a look at the
+// answer's data, Release (the server releases the request once answered).
+func linkRoundTrip(b *testing.B, req Msg, ans *proto.AnswerObject) func() {
+	ctx := context.Background()
+	c, s := pair(b)
+	serve(b, s, func(r *Request) { r.Reply(ctx, ans); r.Release() })
+	return func() {
+		call, err := c.Start(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, err := call.Wait(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d := a.(*proto.AnswerObject).Data; len(d) != len(ans.Data) || d[len(d)-1] != ans.Data[len(d)-1] {
+			b.Fatalf("answer of %d bytes, want %d", len(d), len(ans.Data))
+		}
+		call.Release()
+	}
+}
+
+// askRoundTrip is linkRoundTrip with Ask: the answer is not released, its
+// memory is left to the garbage collector.
+func askRoundTrip(b *testing.B, req, ans Msg) func() {
 	ctx := context.Background()
 	c, s := pair(b)
 	serve(b, s, func(r *Request) { r.Reply(ctx, ans) })
@@ -212,6 +233,7 @@ func BenchmarkRoundTripRatio(b *testing.B) {
 		req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
 		ans := objectAnswer(1, size)
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			noPoison(b)
 			link := linkRoundTrip(b, req, ans)
 			reqSize, ansSize := len(proto.AppendPacket(nil, 0, req)), len(proto.AppendPacket(nil, 0, ans))
 			raw := rawRoundTrip(b, reqSize, ansSize)
@@ -260,6 +282,7 @@ func BenchmarkAskParallel(b *testing.B) {
 	ans := objectAnswer(1, 4<<10)
 	serve(b, s, func(r *Request) { r.Reply(ctx, ans) })
 	req := &proto.AskObject{Oid: 1, At: zodb.InvalidTid, Before: 0x03f4a1b2c3d4e5f6}
+	noPoison(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -308,6 +331,7 @@ func BenchmarkReceive(b *testing.B) {
 			go l.reader()
 			defer l.Close()
 			ctx := context.Background()
+			noPoison(b)
 			b.SetBytes(int64(len(conn.pkt)))
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -320,9 +319,11 @@ type Call struct {
 	reqCode   uint16
 	done      chan struct{} // (cap 1) signalled when answer or err is set
 	answer    Msg
+	buf       *pktBuf // memory answer was decoded in, if any
 	err       error
 	seq       uint64 // link.queued when the answer was received
 	abandoned bool   // its waiter gave up; a late answer is dropped
+	waited    bool   // Wait returned
 }
 
 var callPool = sync.Pool{New: func() any { return &Call{done: make(chan struct{}, 1)} }}
@@ -349,10 +350,12 @@ func (l *Link) Ask(ctx context.Context, req Msg) (Msg, error) {
 
 // Start sends the request req and returns at once; Wait returns the answer.
 // It lets a caller keep several requests in flight, or know the message id
-// of its request (see Send).
+// of its request (see Send), or give the answer's memory back once done
+// with it (see Call.Release).
 func (l *Link) Start(ctx context.Context, req Msg) (*Call, error) {
-	c := &Call{done: make(chan struct{}, 1)}
+	c := callPool.Get().(*Call)
 	if err := l.start(ctx, c, req); err != nil {
+		callPool.Put(c)
 		return nil, err
 	}
 	return c, nil
@@ -395,10 +398,35 @@ func (c *Call) Wait(ctx context.Context) (Msg, error) {
 // by Wait (nor any byte string, slice or value reachable from it) may be
 // used: copy out first what must outlive it. Release may be called whatever
 // Wait returned, at most once; not calling it is fine (the garbage
-// collector then takes the memory).
-func (c *Call) Release() {}
+// collector then takes the memory). Released before Wait, the call is
+// abandoned as if Wait's context had ended.
+func (c *Call) Release() {
+	if !c.waited {
+		l := c.link
+		l.mu.Lock()
+		if l.pending[c.id] == c {
+			c.abandoned = true // the answer is dropped when it comes
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		<-c.done // the answer or the link's failure is being delivered
+	}
+	if c.abandoned {
+		return // still known to the link, until a late answer comes
+	}
+	if c.answer != nil {
+		putMsg(c.answer)
+	}
+	if c.buf != nil {
+		putBuf(c.buf)
+	}
+	*c = Call{done: c.done}
+	callPool.Put(c)
+}
 
 func (c *Call) wait(ctx context.Context) (Msg, error) {
+	c.waited = true
 	select {
 	case <-c.done:
 	case <-ctx.Done():
@@ -479,8 +507,11 @@ type Request struct {
 	MsgID uint32
 	Msg   Msg
 	link  *Link
+	buf   *pktBuf // memory Msg was decoded in, if any
 	cost  int
 }
+
+var requestPool = sync.Pool{New: func() any { return new(Request) }}
 
 // Link returns the link the request came on.
 func (r *Request) Link() *Link { return r.link }
@@ -492,7 +523,16 @@ func (r *Request) Link() *Link { return r.link }
 // release only once a Reply or Send of anything pointing into r.Msg has
 // returned. Release may be called at most once; not calling it is fine
 // (the garbage collector then takes the memory).
-func (r *Request) Release() {}
+func (r *Request) Release() {
+	if r.Msg != nil {
+		putMsg(r.Msg)
+	}
+	if r.buf != nil {
+		putBuf(r.buf)
+	}
+	*r = Request{}
+	requestPool.Put(r)
+}
 
 // Reply sends m as the answer to the request (an Error packet too). It may
 // be called at any time, from any goroutine: answers need not follow the
@@ -581,7 +621,9 @@ func (l *Link) Recv(ctx context.Context) (*Request, error) {
 				}
 			}
 			if r.Msg.MsgCode() == proto.CodePing {
-				if err := r.Reply(ctx, pong); err != nil && l.Err() == nil {
+				err := r.Reply(ctx, pong)
+				r.Release()
+				if err != nil && l.Err() == nil {
 					return nil, fmt.Errorf("recv: answer ping: %w", err)
 				}
 				continue
@@ -693,7 +735,7 @@ func (l *Link) readPackets() error {
 			}
 			p := l.buf[l.r : l.r+n]
 			l.r += n
-			if err := l.dispatch(p, false); err != nil {
+			if err := l.dispatch(p, nil); err != nil {
 				return err
 			}
 			l.offset += int64(n)
@@ -731,17 +773,18 @@ const (
 )
 
 // bigSize returns the size to allocate for a big packet of which have
-// bytes were received and at least need bytes are announced. The first
-// allocation (grow false) is for need. When more is needed and the end of
-// the packet is not announced far ahead (it goes on with many small
-// elements), the size grows by half at least, so that a long packet is not
-// copied over and over.
-func bigSize(have, need int, grow bool) int {
+// bytes were received and at least need bytes are announced, and the most
+// memory that allocation may take. The first allocation (grow false) is for
+// need. When more is needed and the end of the packet is not announced far
+// ahead (it goes on with many small elements), the size grows by half at
+// least, so that a long packet is not copied over and over.
+func bigSize(have, need int, grow bool) (size, limit int) {
 	n := need + bigSlack
 	if grow && need-have < bigPacket {
 		n = max(n, have+have/2)
 	}
-	return max(have+1, min(n, 2*have+bigAhead, MaxPacketSize+bigSlack))
+	limit = max(have+1, min(2*have+bigAhead, MaxPacketSize+bigSlack))
+	return max(have+1, min(n, limit)), limit
 }
 
 // readBig reads the rest of the packet at buf[r:w], whose scanner needs at
@@ -750,38 +793,49 @@ func bigSize(have, need int, grow bool) int {
 // goes back to the (then empty) shared buffer.
 func (l *Link) readBig() error {
 	have := l.w - l.r
-	pkt := make([]byte, bigSize(have, l.scan.need, false))
-	w := copy(pkt, l.buf[l.r:l.w])
+	pb := getBuf(bigSize(have, l.scan.need, false))
+	w := copy(pb.b, l.buf[l.r:l.w])
 	l.r, l.w = 0, 0
 	for {
+		pkt := pb.b
 		n, err := l.scan.next(pkt[:w])
 		if err == errIncomplete {
 			if w >= MaxPacketSize {
+				putBuf(pb)
 				return &MalformedError{Offset: l.offset, What: fmt.Sprintf("packet larger than the %d-byte limit", MaxPacketSize)}
 			}
 			if w == len(pkt) || l.scan.need > len(pkt) && len(pkt)-w < bigPacket {
-				npkt := make([]byte, bigSize(w, l.scan.need, true))
-				copy(npkt, pkt[:w])
-				pkt = npkt
+				npb := getBuf(bigSize(w, l.scan.need, true))
+				copy(npb.b, pkt[:w])
+				putBuf(pb)
+				pb, pkt = npb, npb.b
 			}
 			m, err := l.conn.Read(pkt[w:])
 			w += m
 			if m == 0 {
+				putBuf(pb)
 				return readError(err, true)
 			}
 			continue
 		}
 		if err != nil {
+			putBuf(pb)
 			return &MalformedError{Offset: l.offset, What: err.Error()}
 		}
 		if w-n > len(l.buf) {
 			l.buf = make([]byte, w-n) // shrunk again by fill once parsed
 		}
 		l.w = copy(l.buf, pkt[n:w])
-		// The message keeps pkt if it is about the packet's size;
-		// otherwise (pkt grew by half) it gets copies and pkt is dropped.
-		owned := len(pkt)-n <= bigSlack+n/8
-		if err := l.dispatch(pkt[:n:n], owned); err != nil {
+		// The message keeps pb if it was asked for about the packet's
+		// size; otherwise (pb grew by half) it gets a copy of the packet
+		// in memory of the right size, and pb is reused.
+		if len(pkt)-n <= bigSlack+n/8 {
+			err = l.dispatch(pkt[:n:n], pb)
+		} else {
+			err = l.dispatch(pkt[:n:n], nil)
+			putBuf(pb)
+		}
+		if err != nil {
 			return err
 		}
 		l.offset += int64(n)
@@ -843,27 +897,39 @@ func readError(err error, midPacket bool) error {
 }
 
 // dispatch hands one packet over: an answer to its Ask, anything else to
-// the queue for Recv. With owned, p is memory of the packet's own, which
-// the decoded message may point into; otherwise its bytes are copied.
-func (l *Link) dispatch(p []byte, owned bool) error {
+// the queue for Recv. With pb, p lies in memory of the packet's own, which
+// the decoded message may point into, and which dispatch takes over;
+// otherwise p is in the shared read buffer.
+func (l *Link) dispatch(p []byte, pb *pktBuf) error {
 	if l.isDown.Load() {
+		if pb != nil {
+			putBuf(pb)
+		}
 		return nil // aborting: discard
 	}
 	h, err := parseHeader(p)
 	if err != nil {
+		if pb != nil {
+			putBuf(pb)
+		}
 		return &MalformedError{Offset: l.offset, What: err.Error()}
 	}
 	if h.code&proto.AnswerBit == 0 || h.code == proto.CodeError && !l.isPending(h.msgID) {
-		m, err := l.decode(h, p, owned)
+		m, pb, err := l.decode(h, p, pb)
 		if err != nil {
 			return err
 		}
-		return l.enqueue(&Request{MsgID: h.msgID, Msg: m, link: l, cost: queueItemCost + len(p)})
+		r := requestPool.Get().(*Request)
+		*r = Request{MsgID: h.msgID, Msg: m, link: l, buf: pb, cost: queueItemCost + len(p)}
+		return l.enqueue(r)
 	}
 	l.mu.Lock()
 	c := l.pending[h.msgID]
 	if c == nil {
 		l.mu.Unlock()
+		if pb != nil {
+			putBuf(pb)
+		}
 		return &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x with msg id %d answers no request", h.code, h.msgID), msgID: h.msgID}
 	}
 	delete(l.pending, h.msgID)
@@ -871,20 +937,26 @@ func (l *Link) dispatch(p []byte, owned bool) error {
 	abandoned := c.abandoned
 	l.mu.Unlock()
 	if abandoned {
+		if pb != nil {
+			putBuf(pb)
+		}
 		return nil
 	}
 	if h.code != proto.CodeError && h.code != c.reqCode|proto.AnswerBit {
+		if pb != nil {
+			putBuf(pb)
+		}
 		c.err = &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x to request 0x%04x", h.code, c.reqCode), msgID: h.msgID}
 		c.done <- struct{}{}
 		return c.err
 	}
-	m, err := l.decode(h, p, owned)
+	m, pb, err := l.decode(h, p, pb)
 	if err != nil {
 		c.err = err
 		c.done <- struct{}{}
 		return err
 	}
-	c.answer = m
+	c.answer, c.buf = m, pb
 	c.done <- struct{}{}
 	return nil
 }
@@ -896,16 +968,36 @@ func (l *Link) isPending(id uint32) bool {
 	return ok
 }
 
-func (l *Link) decode(h header, p []byte, owned bool) (m Msg, err error) {
-	if owned {
-		if _, m, _, err = proto.DecodePacketNoCopy(p); err == nil {
-			capBytes(reflect.ValueOf(m))
+// decode decodes the packet p, of header h. A message that may hold byte
+// strings is decoded in place, in memory of the packet's own: pb, if p lies
+// there, or else a copy of p; it is returned with the message (nil for
+// other messages), to be released with it. decode takes pb over.
+func (l *Link) decode(h header, p []byte, pb *pktBuf) (Msg, *pktBuf, error) {
+	m, holdsBytes, err := getMsg(h.code)
+	if err == nil {
+		switch {
+		case !holdsBytes:
+			if pb != nil {
+				putBuf(pb) // (a big packet of no byte strings: many small elements)
+				pb = nil
+			}
+			err = m.DecodeArgs(h.args)
+		case pb != nil:
+			err = proto.DecodeArgsNoCopy(m, h.args)
+		default:
+			pb = getBuf(len(p), classSize(classOf(len(p))))
+			copy(pb.b, p)
+			err = proto.DecodeArgsNoCopy(m, pb.b[len(p)-len(h.args):])
 		}
-	} else {
-		m, err = decodeMsg(h.code, h.args)
+		if err != nil {
+			putMsg(m)
+			if pb != nil {
+				putBuf(pb)
+			}
+		}
 	}
 	if err != nil {
-		return nil, &MalformedError{Offset: l.offset, What: fmt.Sprintf("msg id %d: %v", h.msgID, err)}
+		return nil, nil, &MalformedError{Offset: l.offset, What: fmt.Sprintf("msg id %d: %v", h.msgID, err)}
 	}
-	return m, nil
+	return m, pb, nil
 }

@@ -1,0 +1,5 @@
+//go:build race
+
+package neonet
+
+const raceEnabled = true
