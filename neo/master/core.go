@@ -318,6 +318,9 @@ func (c *Core) send(n *node, m proto.Msg) {
 	if n == nil || n.link == 0 {
 		return
 	}
+	if p := c.peers[n.link]; p != nil && p.closing {
+		return
+	}
 	c.out = append(c.out, ActSend{Link: n.link, Msg: m})
 }
 
