@@ -248,9 +248,7 @@ func (c *Core) Start() []Action { return c.flush() }
 
 // Step handles one event at time now and returns the resulting actions.
 func (c *Core) Step(now time.Time, ev Event) []Action {
-	if now.After(c.now) {
-		c.now = now
-	}
+	c.now = now
 	if c.exiting {
 		return nil
 	}
