@@ -205,6 +205,11 @@ type endpoint struct {
 // maxName bounds an endpoint name, which travels in one length byte.
 const maxName = 255
 
+// magic starts the preamble of a connection dialed by an endpoint. Other
+// dialers (NEO handshake, TLS) start otherwise and go unnamed: their
+// endpoint name is their address.
+const magic = "\xfffn"
+
 func (e *endpoint) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if len(e.name) > maxName {
 		return nil, fmt.Errorf("faultnet: endpoint name %q too long", e.name)
@@ -238,7 +243,7 @@ func (e *endpoint) DialContext(ctx context.Context, network, addr string) (net.C
 		return nil, err
 	}
 	// The listening side learns who dialed from a preamble.
-	pre := append([]byte{byte(len(e.name))}, e.name...)
+	pre := append(append(append([]byte(nil), magic...), byte(len(e.name))), e.name...)
 	if _, err := raw.Write(pre); err != nil {
 		raw.Close()
 		return nil, err
@@ -297,6 +302,9 @@ type conn struct {
 	resolve   sync.Once
 	remote    string // set once by resolve
 	remoteErr error
+	rmu       sync.Mutex
+	unread    []byte // bytes read looking for the preamble of a foreign dialer
+	unreadErr error
 
 	mu       sync.Mutex
 	peerName string        // remote, once known (for Cut)
@@ -323,17 +331,21 @@ func (c *conn) setRemote(name string) {
 
 func (c *conn) peer() (string, error) {
 	c.resolve.Do(func() {
-		var n [1]byte
-		if _, err := io.ReadFull(c.Conn, n[:]); err != nil {
-			c.remoteErr = fmt.Errorf("faultnet: reading the dialer's name: %w", err)
-			return
+		var m [len(magic) + 1]byte
+		n, err := io.ReadFull(c.Conn, m[:])
+		if err != nil || string(m[:len(magic)]) != magic {
+			// Not dialed through an endpoint: the bytes are the peer's.
+			c.unread = append([]byte(nil), m[:n]...)
+			c.unreadErr = err
+			c.remote = c.Conn.RemoteAddr().String()
+		} else {
+			name := make([]byte, m[len(magic)])
+			if _, err := io.ReadFull(c.Conn, name); err != nil {
+				c.remoteErr = fmt.Errorf("faultnet: reading the dialer's name: %w", err)
+				return
+			}
+			c.remote = string(name)
 		}
-		name := make([]byte, n[0])
-		if _, err := io.ReadFull(c.Conn, name); err != nil {
-			c.remoteErr = fmt.Errorf("faultnet: reading the dialer's name: %w", err)
-			return
-		}
-		c.remote = string(name)
 		c.mu.Lock()
 		c.peerName = c.remote
 		c.mu.Unlock()
@@ -345,6 +357,18 @@ func (c *conn) Read(p []byte) (int, error) {
 	if _, err := c.peer(); err != nil {
 		return 0, err
 	}
+	c.rmu.Lock()
+	if len(c.unread) > 0 || c.unreadErr != nil {
+		n := copy(p, c.unread)
+		c.unread = c.unread[n:]
+		var err error
+		if len(c.unread) == 0 {
+			err, c.unreadErr = c.unreadErr, nil
+		}
+		c.rmu.Unlock()
+		return n, err
+	}
+	c.rmu.Unlock()
 	return c.Conn.Read(p)
 }
 

@@ -1,0 +1,565 @@
+// Package cluster runs a whole NEO cluster inside a test process: masters,
+// storages (SQLite databases in the test's temporary directory), an admin
+// and clients, on loopback, all over one faultnet.Network so that tests can
+// delay, blackhole or cut the links between any two nodes.
+//
+//	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+//	stor := c.Open(t, "C1", nil) // a *zodb.Storage through neo/client
+//	c.Net.Cut("C1", "S1")        // the client can no longer reach S1
+//	c.KillStorage(0)
+//
+// Start returns once the cluster is RUNNING with every storage RUNNING, as
+// the admin node reports it (by state: the harness polls the admin, it
+// never waits a fixed time). Everything started is stopped when the test
+// ends (Cleanup); Close may also be called earlier.
+//
+// Node names, which are also their faultnet endpoints: M1..Mn for masters,
+// S1..Sn for storages, A1 for the admin, and whatever name a test gives its
+// clients (C1, C2, ...).
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/neozodb/neo/neo/admin"
+	"github.com/neozodb/neo/neo/client"
+	"github.com/neozodb/neo/neo/internal/faultnet"
+	"github.com/neozodb/neo/neo/master"
+	"github.com/neozodb/neo/neo/neonet"
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/neo/storage"
+	"github.com/neozodb/neo/neo/storage/backend/sqlite"
+	"github.com/neozodb/neo/zodb"
+)
+
+// Options describe the cluster to start. Zero values take the defaults.
+type Options struct {
+	Name       string // cluster name; default "test"
+	Masters    int    // default 1 (one primary)
+	Storages   int    // default 1
+	Partitions int    // default 4
+	Replicas   int    // extra copies of each partition; default 0
+	NoAdmin    bool   // do not start the admin node (then Start waits through a client)
+	// StartTimeout bounds the wait for RUNNING; default 60 s.
+	StartTimeout time.Duration
+	// LogLevel of the nodes' logs, written to the test log; default
+	// slog.LevelWarn, or $NEO_TEST_LOG (debug, info, warn, error).
+	LogLevel *slog.Level
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	t    testing.TB
+	Name string
+	Net  *faultnet.Network // the network every node uses
+
+	masters  []*node
+	storages []*node
+	admin    *node
+	logger   *slog.Logger
+	logOn    *atomic.Bool
+	key      string // registry key of the neotest:// driver
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// node is one running master, storage or admin.
+type node struct {
+	name   string
+	addr   string
+	dbPath string // storages
+	db     *sqlite.DB
+	cancel context.CancelFunc
+	done   chan error // Run's result
+}
+
+func (n *node) running() bool {
+	if n == nil || n.done == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]*Cluster{}
+	registered sync.Once
+	keySeq     atomic.Int64
+)
+
+// Start starts a cluster and waits until it is RUNNING. It is stopped at
+// the end of the test.
+func Start(t testing.TB, opt Options) *Cluster {
+	t.Helper()
+	if opt.Name == "" {
+		opt.Name = "test"
+	}
+	if opt.Masters <= 0 {
+		opt.Masters = 1
+	}
+	if opt.Storages <= 0 {
+		opt.Storages = 1
+	}
+	if opt.Partitions <= 0 {
+		opt.Partitions = 4
+	}
+	if opt.StartTimeout <= 0 {
+		opt.StartTimeout = 60 * time.Second
+	}
+	// The databases' directory goes away after the nodes stopped (cleanups
+	// run last registered first).
+	dir := t.TempDir()
+	c := &Cluster{t: t, Name: opt.Name, Net: faultnet.New(nil), logOn: &atomic.Bool{}}
+	c.logOn.Store(true)
+	c.logger = slog.New(&testHandler{t: t, on: c.logOn, level: logLevel(opt.LogLevel)})
+	t.Cleanup(c.Close)
+	registered.Do(func() { zodb.RegisterDriver("neotest", openTestURL) })
+	c.key = fmt.Sprintf("c%d", keySeq.Add(1))
+	registryMu.Lock()
+	registry[c.key] = c
+	registryMu.Unlock()
+
+	ctx := context.Background()
+	// Masters first: their addresses are known before anyone dials.
+	var addrs []string
+	var ms []*master.Master
+	for i := range opt.Masters {
+		name := fmt.Sprintf("M%d", i+1)
+		m, err := master.New(ctx, master.Config{
+			Cluster:    opt.Name,
+			Bind:       "127.0.0.1:0",
+			Partitions: opt.Partitions,
+			Replicas:   opt.Replicas,
+			Autostart:  opt.Storages,
+			Net:        c.Net.Endpoint(name),
+			Logger:     c.logger.With("node", name),
+		})
+		if err != nil {
+			t.Fatalf("cluster: master %s: %v", name, err)
+		}
+		ms = append(ms, m)
+		addrs = append(addrs, m.Addr())
+		c.masters = append(c.masters, &node{name: name, addr: m.Addr()})
+	}
+	for i, m := range ms {
+		// Every master knows them all.
+		_ = i
+		n := c.masters[i]
+		c.run(n, func(ctx context.Context) error { return m.Run(ctx) })
+	}
+	for i := range opt.Storages {
+		n := &node{name: fmt.Sprintf("S%d", i+1), addr: "127.0.0.1:0", dbPath: filepath.Join(dir, fmt.Sprintf("s%d.sqlite", i+1))}
+		c.storages = append(c.storages, n)
+		if err := c.startStorage(n); err != nil {
+			t.Fatalf("cluster: %v", err)
+		}
+	}
+	if !opt.NoAdmin {
+		name := "A1"
+		a, err := admin.New(ctx, admin.Config{
+			Cluster: opt.Name,
+			Bind:    "127.0.0.1:0",
+			Masters: addrs,
+			Net:     c.Net.Endpoint(name),
+			Logger:  c.logger.With("node", name),
+		})
+		if err != nil {
+			t.Fatalf("cluster: admin: %v", err)
+		}
+		c.admin = &node{name: name, addr: a.Addr()}
+		c.run(c.admin, func(ctx context.Context) error { return a.Run(ctx) })
+	}
+	wctx, cancel := context.WithTimeout(ctx, opt.StartTimeout)
+	defer cancel()
+	if err := c.WaitRunning(wctx); err != nil {
+		t.Fatalf("cluster: not running after %v: %v", opt.StartTimeout, err)
+	}
+	return c
+}
+
+func logLevel(l *slog.Level) slog.Level {
+	if l != nil {
+		return *l
+	}
+	var lv slog.Level = slog.LevelWarn
+	if s := os.Getenv("NEO_TEST_LOG"); s != "" {
+		if err := lv.UnmarshalText([]byte(s)); err != nil {
+			lv = slog.LevelWarn
+		}
+	}
+	return lv
+}
+
+// run starts a node's Run in a goroutine whose end is reported on n.done.
+func (c *Cluster) run(n *node, f func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.done = make(chan error, 1)
+	go func() {
+		err := f(ctx)
+		if n.db != nil {
+			if cerr := n.db.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("closing the database: %w", cerr)
+			}
+		}
+		n.done <- err
+		close(n.done)
+	}()
+}
+
+func (c *Cluster) startStorage(n *node) error {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, n.dbPath, sqlite.Options{Name: c.Name})
+	if err != nil {
+		return fmt.Errorf("storage %s: database: %w", n.name, err)
+	}
+	s, err := storage.New(ctx, storage.Config{
+		Cluster: c.Name,
+		Bind:    n.addr,
+		Masters: c.MasterAddrs(),
+		Backend: db,
+		Net:     c.Net.Endpoint(n.name),
+		Logger:  c.logger.With("node", n.name),
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("storage %s: %w", n.name, err)
+	}
+	n.addr = s.Addr()
+	n.db = db
+	c.run(n, func(ctx context.Context) error { return s.Run(ctx) })
+	return nil
+}
+
+// MasterAddrs returns the masters' addresses.
+func (c *Cluster) MasterAddrs() []string {
+	var v []string
+	for _, m := range c.masters {
+		v = append(v, m.addr)
+	}
+	return v
+}
+
+// AdminAddr returns the admin node's address ("" without admin).
+func (c *Cluster) AdminAddr() string {
+	if c.admin == nil {
+		return ""
+	}
+	return c.admin.addr
+}
+
+// StorageAddr returns the address of storage i (0-based).
+func (c *Cluster) StorageAddr(i int) string { return c.storages[i].addr }
+
+// StorageName returns the node (and endpoint) name of storage i: "S<i+1>".
+func (c *Cluster) StorageName(i int) string { return c.storages[i].name }
+
+// URL returns the neo:// URL of the cluster (plain TCP, no faultnet).
+func (c *Cluster) URL() string {
+	return "neo://" + c.Name + "@" + strings.Join(c.MasterAddrs(), ",")
+}
+
+// TestURL returns a URL that zodb.Open opens as a client named name on
+// the cluster's faultnet. query is added to it (e.g. "compress=false").
+func (c *Cluster) TestURL(name, query string) string {
+	u := "neotest://" + name + "@" + c.key
+	if query != "" {
+		u += "?" + query
+	}
+	return u
+}
+
+// openTestURL opens neotest://<client name>@<cluster key>?<neo:// options>.
+func openTestURL(ctx context.Context, u *url.URL, opt *zodb.DriverOptions) (zodb.IStorageDriver, zodb.Tid, error) {
+	registryMu.Lock()
+	c := registry[u.Host]
+	registryMu.Unlock()
+	if c == nil || u.User == nil {
+		return nil, 0, fmt.Errorf("cluster: %s: no such test cluster", u)
+	}
+	nu := &url.URL{Scheme: "neo", User: url.User(c.Name), Host: strings.Join(c.MasterAddrs(), ","), RawQuery: u.RawQuery}
+	cfg, err := client.ParseURL(nu)
+	if err != nil {
+		return nil, 0, err
+	}
+	name := u.User.Username()
+	cfg.Net = c.Net.Endpoint(name)
+	cfg.Logger = c.logger.With("node", name)
+	cl, err := client.New(ctx, cfg, opt)
+	if err != nil {
+		return nil, 0, err
+	}
+	at0, err := cl.LastTid(ctx)
+	if err != nil {
+		cl.Close()
+		return nil, 0, err
+	}
+	return cl, at0, nil
+}
+
+// Client opens a neo/client Client named name on the cluster's faultnet;
+// it is closed at the end of the test.
+func (c *Cluster) Client(t testing.TB, name string, opt *zodb.DriverOptions) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.New(ctx, client.Config{
+		Cluster: c.Name,
+		Masters: c.MasterAddrs(),
+		Net:     c.Net.Endpoint(name),
+		Logger:  c.logger.With("node", name),
+	}, opt)
+	if err != nil {
+		t.Fatalf("cluster: client %s: %v", name, err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Open opens the cluster with zodb.Open as a client named name on the
+// cluster's faultnet; the storage is closed at the end of the test.
+func (c *Cluster) Open(t testing.TB, name string, opt *zodb.OpenOptions) *zodb.Storage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stor, err := zodb.Open(ctx, c.TestURL(name, ""), opt)
+	if err != nil {
+		t.Fatalf("cluster: open client %s: %v", name, err)
+	}
+	t.Cleanup(func() { stor.Close() })
+	return stor
+}
+
+// KillStorage stops storage i at once: its links are cut first, so it
+// can send nothing more, then its node is stopped.
+func (c *Cluster) KillStorage(i int) {
+	n := c.storages[i]
+	c.Net.Isolate(n.name)
+	c.stopNode(n)
+	c.Net.Heal(n.name, faultnet.Any)
+	c.Net.Heal(faultnet.Any, n.name)
+}
+
+// StopStorage stops storage i (its Run returns), keeping its database.
+func (c *Cluster) StopStorage(i int) {
+	c.stopNode(c.storages[i])
+}
+
+// RestartStorage starts storage i again, on its database and address,
+// after KillStorage or StopStorage.
+func (c *Cluster) RestartStorage(i int) error {
+	n := c.storages[i]
+	if n.running() {
+		return fmt.Errorf("cluster: storage %s is running", n.name)
+	}
+	n.db = nil
+	return c.startStorage(n)
+}
+
+func (c *Cluster) stopNode(n *node) {
+	if n == nil || n.cancel == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; err != nil {
+		c.t.Logf("cluster: %s stopped: %v", n.name, err)
+	}
+}
+
+// Close stops every node: storages, admin, then masters. It reports the
+// nodes whose Run failed.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.Net.HealAll()
+	var all []*node
+	all = append(all, c.storages...)
+	if c.admin != nil {
+		all = append(all, c.admin)
+	}
+	all = append(all, c.masters...)
+	for _, n := range all {
+		if n.cancel == nil {
+			continue
+		}
+		n.cancel()
+	}
+	for _, n := range all {
+		if n.done == nil {
+			continue
+		}
+		if err, ok := <-n.done; ok && err != nil {
+			c.t.Errorf("cluster: %s: %v", n.name, err)
+		}
+	}
+	c.logOn.Store(false)
+	registryMu.Lock()
+	delete(registry, c.key)
+	registryMu.Unlock()
+}
+
+// WaitRunning waits until the cluster is RUNNING and every storage that
+// runs is RUNNING in the master's node list.
+func (c *Cluster) WaitRunning(ctx context.Context) error {
+	if c.admin == nil {
+		return c.waitByClient(ctx)
+	}
+	return c.WaitState(ctx, func(st proto.ClusterState, storages map[string]proto.NodeState) bool {
+		if st != proto.ClusterRunning {
+			return false
+		}
+		for _, n := range c.storages {
+			if n.running() && storages[n.addr] != proto.NodeRunning {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitByClient waits until a client can connect: the master accepts
+// clients only when the cluster is RUNNING with an operational table.
+func (c *Cluster) waitByClient(ctx context.Context) error {
+	cl, err := client.New(ctx, client.Config{Cluster: c.Name, Masters: c.MasterAddrs(), Net: c.Net.Endpoint("harness"), Logger: c.logger.With("node", "harness")}, nil)
+	if err != nil {
+		return err
+	}
+	return cl.Close()
+}
+
+// pollInterval is how often WaitState asks the admin.
+const pollInterval = 10 * time.Millisecond
+
+// WaitState asks the admin for the cluster state and the storages' states
+// (by address) until ok accepts them.
+func (c *Cluster) WaitState(ctx context.Context, ok func(proto.ClusterState, map[string]proto.NodeState) bool) error {
+	var link *neonet.Link
+	defer func() {
+		if link != nil {
+			link.Close()
+		}
+	}()
+	var lastErr error
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		if link == nil || link.Err() != nil {
+			if link != nil {
+				link.Close()
+			}
+			link = nil
+			d := neonet.Dialer{Net: c.Net.Endpoint("harness")}
+			l, err := d.Dial(ctx, c.admin.addr)
+			if err != nil {
+				lastErr = err
+			} else {
+				link = l
+			}
+		}
+		if link != nil {
+			st, storages, err := askState(ctx, link)
+			if err == nil && ok(st, storages) {
+				return nil
+			}
+			if err != nil {
+				lastErr = err
+			} else {
+				lastErr = fmt.Errorf("cluster %v, storages %v", st, storages)
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
+		}
+	}
+}
+
+func askState(ctx context.Context, link *neonet.Link) (proto.ClusterState, map[string]proto.NodeState, error) {
+	m, err := link.Ask(ctx, &proto.AskClusterState{})
+	if err != nil {
+		return 0, nil, fmt.Errorf("cluster state: %w", err)
+	}
+	a, ok := m.(*proto.AnswerClusterState)
+	if !ok || !a.State.Ok {
+		return 0, nil, fmt.Errorf("cluster state: %#v", m)
+	}
+	m, err = link.Ask(ctx, &proto.AskNodeList{NodeType: proto.Some(proto.Storage)})
+	if err != nil {
+		return 0, nil, fmt.Errorf("node list: %w", err)
+	}
+	nl, ok := m.(*proto.AnswerNodeList)
+	if !ok {
+		return 0, nil, fmt.Errorf("node list: %#v", m)
+	}
+	storages := map[string]proto.NodeState{}
+	for _, n := range nl.Nodes {
+		if n.Addr.Ok {
+			storages[n.Addr.V.String()] = n.State
+		}
+	}
+	return a.State.V, storages, nil
+}
+
+// testHandler writes log records to the test log while the cluster runs.
+type testHandler struct {
+	t     testing.TB
+	on    *atomic.Bool
+	level slog.Level
+	attrs []slog.Attr
+	group string
+}
+
+func (h *testHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *testHandler) Handle(_ context.Context, r slog.Record) error {
+	if !h.on.Load() {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(r.Level.String())
+	b.WriteString(" ")
+	b.WriteString(r.Message)
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.t.Log(b.String())
+	return nil
+}
+
+func (h *testHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	h2 := *h
+	h2.attrs = append(append([]slog.Attr(nil), h.attrs...), attrs...)
+	return &h2
+}
+
+func (h *testHandler) WithGroup(name string) slog.Handler {
+	h2 := *h
+	h2.group = name
+	return &h2
+}
