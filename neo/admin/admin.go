@@ -122,14 +122,15 @@ func New(ctx context.Context, cfg Config) (*Admin, error) {
 	return a, nil
 }
 
-// log returns the logger, with the node's id once the master gave one.
+// log returns the logger, with the node's id ("nid") once the master gave
+// one ("A?" before).
 func (a *Admin) log() *slog.Logger {
 	nid := proto.NodeID(a.logNID.Load())
-	name := "A"
+	name := "A?"
 	if nid != proto.NoNode {
 		name = nid.String()
 	}
-	return a.logBase.With("node", name)
+	return a.logBase.With("nid", name)
 }
 
 // Addr returns the real listen address.
