@@ -232,6 +232,7 @@ func newCore(cfg coreConfig, now time.Time) *Core {
 		c.self.nid = c.newNodeID(proto.NoNode, c.self.addr, proto.Master)
 	}
 	c.self.state = proto.NodeRunning
+	c.log = c.log.With("nid", c.self.nid.String())
 	c.startRecovery()
 	return c
 }

@@ -86,6 +86,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		Replicas:   cfg.Replicas,
 		Autostart:  cfg.Autostart,
 		NodeID:     cfg.NodeID,
+		Logger:     logger,
 	}
 	for _, a := range cfg.Masters {
 		ma, err := parseAddress(a)

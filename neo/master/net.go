@@ -252,8 +252,7 @@ func (m *Master) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &server{m: m, ctx: runCtx, events: make(chan Event, 256), links: map[LinkID]*netLink{}}
 	core := newCore(m.ccfg, time.Now())
-	m.log = m.log.With("node", core.NodeID().String())
-	core.log = m.log
+	m.log = m.log.With("nid", core.NodeID().String())
 	m.log.Info("primary master", "addr", m.Addr(), "cluster", m.cfg.Cluster)
 
 	s.wg.Add(1)
