@@ -3,8 +3,17 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/big"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +35,11 @@ type fakeMaster struct {
 	ln *neonet.Listener
 }
 
-func newFakeMaster(t *testing.T) *fakeMaster {
+func newFakeMaster(t *testing.T) *fakeMaster { return newFakeMasterTLS(t, nil) }
+
+func newFakeMasterTLS(t *testing.T, tlsConf *tls.Config) *fakeMaster {
 	t.Helper()
-	ln, err := neonet.Listen(context.Background(), "127.0.0.1:0", nil)
+	ln, err := neonet.Listen(context.Background(), "127.0.0.1:0", tlsConf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +153,15 @@ type testAdmin struct {
 
 func startAdmin(t *testing.T, masters ...string) *testAdmin {
 	t.Helper()
+	return startAdminConfig(t, Config{Masters: masters})
+}
+
+func startAdminConfig(t *testing.T, cfg Config) *testAdmin {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, Config{Cluster: "test", Bind: "127.0.0.1:0", Masters: masters})
+	cfg.Cluster, cfg.Bind = "test", "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,19 +192,30 @@ func (ta *testAdmin) waitConnected(t *testing.T) {
 	}
 }
 
+// testLog writes the admin's log records to the test's log (Run ends
+// before the test does).
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 type ctlResult struct {
 	out string
 	err error
 }
 
 // neoctl runs a neoctl command against the admin in the background.
-func neoctl(a *Admin, args ...string) <-chan ctlResult {
+func neoctl(a *Admin, args ...string) <-chan ctlResult { return neoctlTLS(a, nil, args...) }
+
+func neoctlTLS(a *Admin, tlsConf *tls.Config, args ...string) <-chan ctlResult {
 	ch := make(chan ctlResult, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()
 		var out bytes.Buffer
-		err := ctl.Run(ctx, a.Addr(), nil, args, &out)
+		err := ctl.Run(ctx, a.Addr(), tlsConf, args, &out)
 		ch <- ctlResult{out.String(), err}
 	}()
 	return ch
@@ -523,4 +552,62 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%+v: no error", cfg)
 		}
 	}
+}
+
+// testTLSConfig returns a NEO TLS configuration: a CA and one certificate
+// it signed, which every node of the test uses.
+func testTLSConfig(t *testing.T) *tls.Config {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, key := newKey(), newKey()
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := neonet.TLSConfig(
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// TestTLS: with TLS, the admin talks TLS to the master and to neoctl.
+func TestTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	conf := testTLSConfig(t)
+	m := newFakeMasterTLS(t, conf)
+	ta := startAdminConfig(t, Config{Masters: []string{m.addr()}, TLS: conf})
+	mc, r := m.accept(ctx)
+	identify(t, ctx, ta, mc, r, testNodes(m.addr(), ta), [][]proto.CellInfo{upToDate(s1)}, proto.ClusterVerifying)
+	wantCtl(t, neoctlTLS(ta.Admin, conf, "print", "cluster"), "VERIFYING\n", "")
+	// A neoctl without TLS is refused.
+	wantCtl(t, neoctl(ta.Admin, "print", "cluster"), "", "ERROR: not connected")
 }
