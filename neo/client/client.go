@@ -139,17 +139,19 @@ func New(ctx context.Context, cfg Config, opt *zodb.DriverOptions) (*Client, err
 	if opt.ReadOnly {
 		cfg.ReadOnly = true
 	}
+	// Records name the node: a logger given in cfg already does.
 	logger := cfg.Logger
 	if logger == nil {
 		logger = opt.Logger
-	}
-	if logger == nil {
-		logger = slog.Default()
+		if logger == nil {
+			logger = slog.Default()
+		}
+		logger = logger.With("node", "client")
 	}
 	c := &Client{
 		cfg:       cfg,
 		url:       "neo://" + cfg.Cluster + "@" + strings.Join(cfg.Masters, ","),
-		log:       logger.With("node", "client"),
+		log:       logger,
 		dialer:    &neonet.Dialer{TLS: cfg.TLS, ConnectLimit: neonet.ConnectLimit, Net: cfg.Net},
 		watchq:    opt.Watchq,
 		resolver:  opt.Resolver,

@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
@@ -133,7 +134,21 @@ func (c *Client) txnInformation(ctx context.Context, tid zodb.Tid) (*proto.Answe
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.read(ctx, p, &proto.AskTransactionInformation{Tid: tid}, nil)
+	var m proto.Msg
+	for wait := 2 * time.Millisecond; ; wait *= 2 {
+		m, err = c.read(ctx, p, &proto.AskTransactionInformation{Tid: tid}, nil)
+		// A transaction the master reported committed may not be
+		// unlocked on the storage yet: it soon will be.
+		if pe := peerError(err); pe != nil && pe.Code == proto.TidNotFound && tid <= c.head() && wait < time.Second {
+			select {
+			case <-time.After(wait):
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		break
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -358,54 +373,81 @@ func (c *Client) UndoLog(ctx context.Context, first, last int, filter func(*zodb
 	if last <= first {
 		return nil, nil
 	}
-	// Every storage tells its tids, newest first; filtering needs them
-	// all from the newest, so ask from 0.
-	set := map[zodb.Tid]bool{}
-	for _, nid := range c.readableStorages() {
-		link, err := c.storage(ctx, nid)
+	// Every storage tells its newest tids; with a filter, or skipped
+	// entries, more may be needed: ask again for twice as many.
+	for n := last; ; n *= 2 {
+		tids, exhausted, err := c.newestTids(ctx, n)
 		if err != nil {
 			return nil, c.opError("undoLog", nil, err)
 		}
-		m, err := link.Ask(ctx, &proto.AskTIDs{First: 0, Last: uint64(last), Partition: 0xffffffff})
+		var v []zodb.UndoInfo
+		skipped := 0
+		for _, tid := range tids {
+			a, err := c.txnInformation(ctx, tid)
+			if err != nil {
+				return nil, c.opError("undoLog", nil, err)
+			}
+			if a.Packed {
+				exhausted = true
+				break // packed transactions and what is before them are not undoable
+			}
+			ui := zodb.UndoInfo{TxnInfo: *txnInfoOf(a), Size: recordSize(a)}
+			if filter != nil && !filter(&ui) {
+				continue
+			}
+			if skipped < first {
+				skipped++
+				continue
+			}
+			v = append(v, ui)
+			if len(v) >= last-first {
+				return v, nil
+			}
+		}
+		if exhausted {
+			return v, nil
+		}
+	}
+}
+
+// recordSize estimates the size of a transaction's record, which NEO does
+// not tell: its metadata and one oid per object.
+func recordSize(a *proto.AnswerTransactionInformation) int64 {
+	return int64(8 + len(a.User) + len(a.Description) + len(a.Extension) + 8*len(a.Oids))
+}
+
+// newestTids returns the n newest committed tids, newest first, merged from
+// every storage with a readable cell; exhausted tells that there are no more.
+func (c *Client) newestTids(ctx context.Context, n int) (tids []zodb.Tid, exhausted bool, err error) {
+	set := map[zodb.Tid]bool{}
+	exhausted = true
+	for _, nid := range c.readableStorages() {
+		link, err := c.storage(ctx, nid)
 		if err != nil {
-			return nil, c.opError("undoLog", nil, fmt.Errorf("storage %v: %w", nid, err))
+			return nil, false, err
+		}
+		m, err := link.Ask(ctx, &proto.AskTIDs{First: 0, Last: uint64(n), Partition: 0xffffffff})
+		if err != nil {
+			return nil, false, fmt.Errorf("storage %v: %w", nid, err)
 		}
 		a, ok := m.(*proto.AnswerTIDs)
 		if !ok {
-			return nil, c.opError("undoLog", nil, fmt.Errorf("storage %v: unexpected answer %T", nid, m))
+			return nil, false, fmt.Errorf("storage %v: unexpected answer %T", nid, m)
+		}
+		if len(a.Tids) >= n {
+			exhausted = false
 		}
 		for _, t := range a.Tids {
 			set[t] = true
 		}
 	}
-	var tids []zodb.Tid
 	for t := range set {
 		tids = append(tids, t)
 	}
 	slices.Sort(tids)
 	slices.Reverse(tids)
-	var v []zodb.UndoInfo
-	skipped := 0
-	for _, tid := range tids {
-		a, err := c.txnInformation(ctx, tid)
-		if err != nil {
-			return nil, c.opError("undoLog", nil, err)
-		}
-		if a.Packed {
-			break // packed transactions and what is before them are not undoable
-		}
-		ui := zodb.UndoInfo{TxnInfo: *txnInfoOf(a)}
-		if filter != nil && !filter(&ui) {
-			continue
-		}
-		if skipped < first {
-			skipped++
-			continue
-		}
-		v = append(v, ui)
-		if len(v) >= last-first {
-			break
-		}
+	if len(tids) > n {
+		tids = tids[:n]
 	}
-	return v, nil
+	return tids, exhausted, nil
 }

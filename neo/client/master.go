@@ -134,6 +134,7 @@ func (c *Client) session(link *neonet.Link) error {
 			c.ready = make(chan struct{})
 		default:
 		}
+		c.notifyLocked()
 		c.mu.Unlock()
 		c.evMu.Lock()
 		c.sessionReady = false
@@ -216,23 +217,42 @@ func (c *Client) waitReady(ctx context.Context) error {
 
 // masterLink returns the link of the ready session.
 func (c *Client) masterLink(ctx context.Context) (*neonet.Link, error) {
-	if err := c.waitReady(ctx); err != nil {
-		return nil, err
+	for {
+		if err := c.waitReady(ctx); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		link, changed := c.master, c.changed
+		c.mu.Unlock()
+		if link != nil && link.Err() == nil {
+			return link, nil
+		}
+		// The session is ending: wait for the next one.
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", errNoMaster, ctx.Err())
+		case <-c.ctx.Done():
+			return nil, zodb.ErrClosed
+		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.master == nil {
-		return nil, errNoMaster
-	}
-	return c.master, nil
 }
 
+// askMaster sends req to the primary master. A request that could not be
+// sent because the master went away is sent again to the next one: only
+// requests that may be repeated go through askMaster.
 func (c *Client) askMaster(ctx context.Context, req proto.Msg) (proto.Msg, error) {
-	link, err := c.masterLink(ctx)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		link, err := c.masterLink(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, err := link.Ask(ctx, req)
+		if err != nil && attempt < 2 && errors.Is(err, neonet.ErrLinkDown) && peerError(err) == nil && ctx.Err() == nil && !c.closed.Load() {
+			continue
+		}
+		return m, err
 	}
-	return link.Ask(ctx, req)
 }
 
 // recvMaster handles what the master sends until the link goes down.

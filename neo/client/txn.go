@@ -97,16 +97,31 @@ func (c *Client) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, error
 		return nil, c.opError("begin", nil, zodb.ErrClosed)
 	}
 	release := func() { <-c.commitSem }
-	link, err := c.masterLink(ctx)
-	if err != nil {
-		release()
-		return nil, c.opError("begin", nil, err)
-	}
 	want := zodb.InvalidTid
 	if meta.Tid != 0 {
+		// The master would refuse it, closing the connection.
+		if head := c.head(); meta.Tid <= head {
+			release()
+			return nil, c.opError("begin", nil, fmt.Errorf("tid %v is not after the last transaction %v", meta.Tid, head))
+		}
 		want = meta.Tid
 	}
-	m, err := link.Ask(ctx, &proto.AskBeginTransaction{Tid: want})
+	var link *neonet.Link
+	var m proto.Msg
+	var err error
+	for attempt := 0; ; attempt++ {
+		link, err = c.masterLink(ctx)
+		if err != nil {
+			release()
+			return nil, c.opError("begin", nil, err)
+		}
+		m, err = link.Ask(ctx, &proto.AskBeginTransaction{Tid: want})
+		// A begin lost with its connection left nothing behind.
+		if err != nil && attempt < 2 && errors.Is(err, neonet.ErrLinkDown) && peerError(err) == nil && ctx.Err() == nil && !c.closed.Load() {
+			continue
+		}
+		break
+	}
 	if err != nil {
 		release()
 		if pe := peerError(err); pe != nil && pe.Code == proto.ReadOnlyAccess {

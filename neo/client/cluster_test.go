@@ -1,0 +1,197 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/neozodb/neo/neo/internal/cluster"
+	"github.com/neozodb/neo/zodb"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func commit(t *testing.T, stor *zodb.Storage, oid zodb.Oid, serial zodb.Tid, data []byte) zodb.Tid {
+	t.Helper()
+	tid, err := tryCommit(testCtx(t), stor, oid, serial, data)
+	if err != nil {
+		t.Fatalf("commit %v: %v", oid, err)
+	}
+	return tid
+}
+
+func tryCommit(ctx context.Context, stor *zodb.Storage, oid zodb.Oid, serial zodb.Tid, data []byte) (zodb.Tid, error) {
+	txn, err := stor.Begin(ctx, zodb.TxnMeta{Description: []byte("test")})
+	if err != nil {
+		return 0, err
+	}
+	if err := txn.Store(ctx, oid, serial, data); err != nil {
+		txn.Abort(ctx)
+		return 0, err
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		txn.Abort(ctx)
+		return 0, err
+	}
+	return txn.Finish(ctx)
+}
+
+func loadAt(t *testing.T, stor *zodb.Storage, oid zodb.Oid, at zodb.Tid) ([]byte, zodb.Tid) {
+	t.Helper()
+	data, serial, _, err := stor.Load(testCtx(t), zodb.Xid{Oid: oid, At: at})
+	if err != nil {
+		t.Fatalf("load %v at %v: %v", oid, at, err)
+	}
+	return data, serial
+}
+
+// TestWatchOtherClient: a commit by one client reaches the watchers of
+// another, and that client then loads what was committed.
+func TestWatchOtherClient(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a := c.Open(t, "C1", nil)
+	b := c.Open(t, "C2", nil)
+	ch := make(chan zodb.Event, 16)
+	at0 := b.AddWatch(ch)
+	defer b.DelWatch(ch)
+
+	ctx := testCtx(t)
+	oid, err := a.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid := commit(t, a, oid, 0, []byte("hello"))
+	if tid <= at0 {
+		t.Fatalf("commit tid %v not after the watch start %v", tid, at0)
+	}
+	select {
+	case ev := <-ch:
+		ce, ok := ev.(*zodb.CommitEvent)
+		if !ok || ce.Tid != tid || !slices.Equal(ce.Changed, []zodb.Oid{oid}) {
+			t.Fatalf("event %#v, want commit %v of %v", ev, tid, oid)
+		}
+	case <-ctx.Done():
+		t.Fatal("no event")
+	}
+	if last, err := b.LastTid(ctx); err != nil || last != tid {
+		t.Errorf("other client: last tid %v (%v), want %v", last, err, tid)
+	}
+	if data, serial := loadAt(t, b, oid, zodb.TidMax); string(data) != "hello" || serial != tid {
+		t.Errorf("other client loads %q at %v, want %q at %v", data, serial, "hello", tid)
+	}
+}
+
+// TestConflict: two clients store the same object from the same revision;
+// the second gets a ConflictError with both serials.
+func TestConflict(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a := c.Open(t, "C1", nil)
+	b := c.Open(t, "C2", nil)
+	ctx := testCtx(t)
+	oid, err := a.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := commit(t, a, oid, 0, []byte("v1"))
+	t2 := commit(t, a, oid, t1, []byte("v2 by a"))
+	_, err = tryCommit(ctx, b, oid, t1, []byte("v2 by b"))
+	var ce *zodb.ConflictError
+	if !errors.As(err, &ce) {
+		t.Fatalf("stale store: %v, want *zodb.ConflictError", err)
+	}
+	if ce.Oid != oid || ce.ReadSerial != t1 || ce.CommittedSerial != t2 {
+		t.Errorf("conflict %+v, want oid %v read %v committed %v", ce, oid, t1, t2)
+	}
+	// The failed transaction left no lock: b commits on the right serial.
+	t3 := commit(t, b, oid, t2, []byte("v3 by b"))
+	if data, serial := loadAt(t, a, oid, zodb.TidMax); string(data) != "v3 by b" || serial != t3 {
+		t.Errorf("load %q at %v, want v3 by b at %v", data, serial, t3)
+	}
+}
+
+// TestLoadOld: loads at old tids see the revisions of then, with their
+// next serials, and before the creation nothing.
+func TestLoadOld(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	stor := c.Open(t, "C1", nil)
+	ctx := testCtx(t)
+	oid, err := stor.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []zodb.Tid
+	var serial zodb.Tid
+	for i := range 4 {
+		serial = commit(t, stor, oid, serial, []byte{'v', byte('0' + i)})
+		tids = append(tids, serial)
+	}
+	for i, tid := range tids {
+		for _, at := range []zodb.Tid{tid, tid + 1} {
+			data, s, next, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
+			if err != nil {
+				t.Fatalf("load at %v: %v", at, err)
+			}
+			var wantNext zodb.Tid
+			if i+1 < len(tids) {
+				wantNext = tids[i+1]
+			}
+			if string(data) != string([]byte{'v', byte('0' + i)}) || s != tid || next != wantNext {
+				t.Errorf("load at %v: %q serial %v next %v, want v%d serial %v next %v", at, data, s, next, i, tid, wantNext)
+			}
+		}
+	}
+	_, _, _, err = stor.Load(ctx, zodb.Xid{Oid: oid, At: tids[0] - 1})
+	var nd *zodb.NoDataError
+	if !errors.As(err, &nd) || nd.DeletedAt != 0 {
+		t.Errorf("load before creation: %v, want *NoDataError (not yet created)", err)
+	}
+}
+
+// TestReadFromOtherReplica: with every partition on two storages, the
+// client still loads and commits when one storage is cut off from it, and
+// when it is stopped.
+func TestReadFromOtherReplica(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1, Partitions: 3})
+	stor := c.Open(t, "C1", nil)
+	ctx := testCtx(t)
+	oids, err := stor.NewOids(ctx, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serials := map[zodb.Oid]zodb.Tid{}
+	for _, oid := range oids {
+		serials[oid] = commit(t, stor, oid, 0, []byte("data of "+oid.String()))
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, oid := range oids {
+			data, serial, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+			if err != nil {
+				t.Fatalf("%s: load %v: %v", what, oid, err)
+			}
+			if string(data) != "data of "+oid.String() || serial != serials[oid] {
+				t.Errorf("%s: load %v: %q at %v", what, oid, data, serial)
+			}
+		}
+	}
+	check("both storages")
+
+	// The link between the client and S1 is cut: every read goes to S2.
+	c.Net.Cut("C1", c.StorageName(0))
+	check("S1 cut off")
+	c.Net.Heal("C1", c.StorageName(0))
+
+	// S1 stops: the master outdates its cells; reads and commits go on.
+	c.KillStorage(0)
+	check("S1 killed")
+	tid := commit(t, stor, oids[0], serials[oids[0]], []byte("after the kill"))
+	if data, serial := loadAt(t, stor, oids[0], zodb.TidMax); string(data) != "after the kill" || serial != tid {
+		t.Errorf("after the kill: load %q at %v, want new data at %v", data, serial, tid)
+	}
+}
