@@ -487,8 +487,19 @@ func TestNodesAsProcesses(t *testing.T) {
 	commitObjects(t, url, objs, 40, "before kill")
 
 	s1.kill()
-	commitObjects(t, url, objs, 40, "storage 1 down")
+	for i := range 5 {
+		commitObjects(t, url, objs, 40, fmt.Sprintf("storage 1 down %d", i))
+	}
 	checkObjects(t, url, objs)
+	// Storage 1 missed transactions: its cells are out of date.
+	eventually(t, time.Minute, "cells of the killed storage OUT_OF_DATE", func() (bool, string) {
+		pt, err := partitionTable(ctx, adminAddr)
+		if err != nil {
+			return false, err.Error()
+		}
+		ok, state := allUpToDate(pt, 1)
+		return !ok && len(pt.Rows) > 0, state
+	})
 
 	s1 = start(t, "storage1-restarted", "neostorage", storageArgs("s1", "127.0.0.1:0")...)
 	waitUpToDate("storage 1 back UP_TO_DATE")

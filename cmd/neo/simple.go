@@ -227,6 +227,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 			if err != nil {
 				err = fmt.Errorf("%s: %w", name, err)
 			}
+			log.Info("node stopped", "which", name, "err", err)
 			c.errs <- err
 		}()
 	}
