@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/neozodb/neo/neo/storage/backend/sqlite"
 	"github.com/neozodb/neo/transaction"
 	"github.com/neozodb/neo/zodb"
 )
@@ -152,6 +153,24 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return logHint(fmt.Errorf("neo simple: %w", err))
 	}
 	say("neo simple stopped the cluster and exited with status 0")
+
+	// Both databases hold the transaction (every partition twice).
+	for _, name := range []string{"s1", "s2"} {
+		path := filepath.Join(dir, name+".sqlite")
+		db, err := sqlite.Open(ctx, path, sqlite.Options{Name: "demo"})
+		if err != nil {
+			return err
+		}
+		serial, ok, err := db.LastSerial(ctx, 0)
+		db.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if !ok || serial != tid {
+			return fmt.Errorf("%s: root at %v, want %v", path, serial, tid)
+		}
+		say("%s.sqlite holds the root object at %v", name, serial)
+	}
 	return nil
 }
 

@@ -558,3 +558,19 @@ func parseNodes(out string) []nodeLine {
 // raceEnabled: the tests run with the race detector, and so does the
 // binary they build (race_test.go).
 var raceEnabled = false
+
+// TestDemo runs neo demo, the README's first command.
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	p := startWithStdout(t, "neo-demo", "neo", &out, "demo", "--data", t.TempDir())
+	code, err := p.exitWithin(2 * time.Minute)
+	if err != nil || code != 0 {
+		t.Fatalf("neo demo: exit %d, %v\n%s", code, err, out.String())
+	}
+	for _, want := range []string{"neo://demo@127.0.0.1:", "committed root['greeting']", "read back by a second client",
+		"exited with status 0", "s1.sqlite holds the root object", "s2.sqlite holds the root object"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
