@@ -311,6 +311,9 @@ func (c *Core) setUpToDate(nid proto.NodeID, p int) ([]proto.CellChange, string)
 
 // --- clients ---
 
+// maxNewOids bounds AskNewOIDs.
+const maxNewOids = 1 << 20
+
 func (c *Core) clientRecv(n *node, ev EvRecv) {
 	c.clientRequest(n, ev, false)
 }
@@ -350,6 +353,12 @@ func (c *Core) clientRequest(n *node, ev EvRecv, retry bool) bool {
 		}
 		c.reply(ev.Link, ev.MsgID, &proto.AnswerBeginTransaction{TTid: ttid})
 	case *proto.AskNewOIDs:
+		// NEO/py clients ask 100; a bound keeps a bad request from
+		// exhausting memory (NEO/py has none).
+		if m.NumOids > maxNewOids {
+			c.protocolError(ev.Link, ev.MsgID, "too many oids requested: %d", m.NumOids)
+			return true
+		}
 		c.reply(ev.Link, ev.MsgID, &proto.AnswerNewOIDs{Oids: c.tm.newOids(m.NumOids)})
 	case *proto.FailedVote:
 		ok, delayed, err := c.vote(m.TTid, m.Failed)
