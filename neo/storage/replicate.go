@@ -16,8 +16,9 @@ import (
 	"github.com/neozodb/neo/zodb"
 )
 
-// fetchCount is NEO/py's FETCH_COUNT: items per replication chunk.
-const fetchCount = 1000
+// fetchCount is NEO/py's FETCH_COUNT: items per replication chunk (a
+// variable for tests).
+var fetchCount = 1000
 
 // replPart is the replication state of an own OUT_OF_DATE cell.
 type replPart struct {
@@ -397,7 +398,7 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 		if err != nil {
 			return err
 		}
-		ans, err := fetch(ctx, link, &proto.AskFetchTransactions{Partition: p, Length: fetchCount, MinTid: minTid,
+		ans, err := fetch(ctx, link, &proto.AskFetchTransactions{Partition: p, Length: uint32(fetchCount), MinTid: minTid,
 			MaxTid: target, Have: have, AskPackInfo: first}, func(m proto.Msg) error {
 			t, ok := m.(*proto.AddTransaction)
 			if !ok {
@@ -447,7 +448,7 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 				have = append(have, proto.SerialOids{Serial: x.At, Oids: []zodb.Oid{x.Oid}})
 			}
 		}
-		ans, err := fetch(ctx, link, &proto.AskFetchObjects{Partition: p, Length: fetchCount, MinTid: minTid,
+		ans, err := fetch(ctx, link, &proto.AskFetchObjects{Partition: p, Length: uint32(fetchCount), MinTid: minTid,
 			MaxTid: target, MinOid: minOid, Have: have}, func(m proto.Msg) error {
 			o, ok := m.(*proto.AddObject)
 			if !ok {
