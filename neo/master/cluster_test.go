@@ -1,0 +1,109 @@
+package master_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/neozodb/neo/neo/internal/cluster"
+	"github.com/neozodb/neo/neo/neonet"
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/zodb"
+)
+
+func commit(t *testing.T, ctx context.Context, st *zodb.Storage, oid zodb.Oid, serial zodb.Tid, data string) zodb.Tid {
+	t.Helper()
+	txn, err := st.Begin(ctx, zodb.TxnMeta{User: []byte("u"), Description: []byte("d")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Store(ctx, oid, serial, []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tid, err := txn.Finish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+// cellsUpToDate asks the admin for the partition table until every cell
+// is UP_TO_DATE and every partition has want cells.
+func cellsUpToDate(ctx context.Context, adminAddr string, net neonet.Network, want int) error {
+	d := neonet.Dialer{Net: net}
+	l, err := d.Dial(ctx, adminAddr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var last any
+	for {
+		m, err := l.Ask(ctx, &proto.AskPartitionList{})
+		if err != nil {
+			return err
+		}
+		ok := true
+		for _, row := range m.(*proto.AnswerPartitionList).Rows {
+			n := 0
+			for _, c := range row {
+				if c.State == proto.CellUpToDate {
+					n++
+				}
+			}
+			ok = ok && n == want && len(row) == want
+		}
+		if ok {
+			return nil
+		}
+		last = m
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: last partition table %+v", ctx.Err(), last)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// With one replica, losing a storage keeps the cluster running; when it
+// comes back it catches up and its cells are UP_TO_DATE again.
+func TestClusterStorageLossAndReturn(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := c.Open(t, "C1", nil)
+	oid, err := st.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid1 := commit(t, ctx, st, oid, 0, "one")
+
+	c.KillStorage(1)
+	addr := c.StorageAddr(1)
+	if err := c.WaitState(ctx, func(s proto.ClusterState, storages map[string]proto.NodeState) bool {
+		return s == proto.ClusterRunning && storages[addr] == proto.NodeDown
+	}); err != nil {
+		t.Fatalf("storage loss: %v", err)
+	}
+	tid2 := commit(t, ctx, st, oid, tid1, "two")
+	if tid2 <= tid1 {
+		t.Fatalf("tids %v then %v", tid1, tid2)
+	}
+
+	if err := c.RestartStorage(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if err := cellsUpToDate(ctx, c.AdminAddr(), c.Net.Endpoint("test"), 2); err != nil {
+		t.Fatalf("replication: %v", err)
+	}
+	data, serial, _, err := st.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+	if err != nil || string(data) != "two" || serial != tid2 {
+		t.Fatalf("load: %q %v %v", data, serial, err)
+	}
+}
