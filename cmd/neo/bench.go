@@ -131,6 +131,7 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 	var oids []zodb.Oid
 	t0 := time.Now()
 	ntxn := 0
+	var fillPhases commitPhases
 	for len(oids) < b.objects {
 		n := min(b.batch, b.objects-len(oids))
 		batch, err := stor.NewOids(ctx, n)
@@ -141,7 +142,7 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 		for _, oid := range batch {
 			objs[oid] = payload()
 		}
-		tid, err := commit(ctx, stor, objs, serial)
+		tid, err := commit(ctx, stor, objs, serial, &fillPhases)
 		if err != nil {
 			return fmt.Errorf("fill: %w", err)
 		}
@@ -152,8 +153,8 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 		ntxn++
 	}
 	d := time.Since(t0)
-	fmt.Fprintf(w, "fill: %d objects of %d B in %d transactions: %v (%.0f objects/s)\n",
-		len(oids), b.size, ntxn, d.Round(time.Millisecond), float64(len(oids))/d.Seconds())
+	fmt.Fprintf(w, "fill: %d objects of %d B in %d transactions: %v (%.0f objects/s; %v)\n",
+		len(oids), b.size, ntxn, d.Round(time.Millisecond), float64(len(oids))/d.Seconds(), fillPhases)
 
 	// Serial loads of distinct objects with a fresh client: none is cached.
 	fresh := func() error {
@@ -170,15 +171,33 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 	}
 	order := slices.Clone(oids)
 	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	var load latencies
-	for _, oid := range order[:min(b.samples, len(order))] {
-		t := time.Now()
-		if _, _, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: head}); err != nil {
-			return fmt.Errorf("load %v: %w", oid, err)
+	serialLoads := func() (latencies, error) {
+		var lat latencies
+		for _, oid := range order[:min(b.samples, len(order))] {
+			t := time.Now()
+			if _, _, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: head}); err != nil {
+				return nil, fmt.Errorf("load %v: %w", oid, err)
+			}
+			lat = append(lat, time.Since(t))
 		}
-		load = append(load, time.Since(t))
+		return lat, nil
 	}
-	fmt.Fprintf(w, "load, serial, uncached: %v\n", load)
+	// The first pass finds the storages' caches cold (as after the fill,
+	// which wrote through them, mostly); the second one, with another
+	// fresh client, warm.
+	coldLoad, err := serialLoads()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "load, serial, uncached (first read of each object): %v\n", coldLoad)
+	if err := fresh(); err != nil {
+		return err
+	}
+	load, err := serialLoads()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "load, serial, uncached by the client (second read): %v\n", load)
 
 	// Commits of 1 and 10 objects, each a new revision of a filled object.
 	var changed []zodb.Oid // objects with an older revision, for loadBefore
@@ -191,6 +210,7 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 	}
 	for _, per := range []int{1, 10} {
 		var lat latencies
+		var ph commitPhases
 		t0 := time.Now()
 		for range b.commits {
 			objs := map[zodb.Oid][]byte{}
@@ -198,7 +218,7 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 				objs[pick()] = payload()
 			}
 			t := time.Now()
-			tid, err := commit(ctx, stor, objs, serial)
+			tid, err := commit(ctx, stor, objs, serial, &ph)
 			if err != nil {
 				return fmt.Errorf("commit: %w", err)
 			}
@@ -212,8 +232,8 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 			}
 		}
 		d := time.Since(t0)
-		fmt.Fprintf(w, "commit %d object(s) of %d B: %v, %.0f transactions/s (%.0f objects/s)\n",
-			per, b.size, lat, float64(b.commits)/d.Seconds(), float64(b.commits*per)/d.Seconds())
+		fmt.Fprintf(w, "commit %d object(s) of %d B: %v, %.0f transactions/s (%.0f objects/s; in all %v)\n",
+			per, b.size, lat, float64(b.commits)/d.Seconds(), float64(b.commits*per)/d.Seconds(), ph)
 	}
 
 	// loadBefore: the revision before the current one, with a fresh client.
@@ -255,28 +275,50 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 	d = time.Since(t0)
 	fmt.Fprintf(w, "read all (iteration): %d records in %v, %.0f objects/s\n", nobj, d.Round(time.Millisecond), float64(nobj)/d.Seconds())
 
-	fmt.Fprintf(w, "ratio load/raw (medians): %.1f\n", float64(load.pct(0.5))/float64(raw.pct(0.5)))
+	fmt.Fprintf(w, "ratio load/raw (medians, second read): %.1f\n", float64(load.pct(0.5))/float64(raw.pct(0.5)))
 	return nil
 }
 
+// commitPhases accumulates the time spent in each phase of commits.
+type commitPhases struct{ begin, store, vote, finish time.Duration }
+
+func (p commitPhases) String() string {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", d.Seconds()*1000) }
+	return fmt.Sprintf("begin %s, stores %s, vote %s, finish %s", ms(p.begin), ms(p.store), ms(p.vote), ms(p.finish))
+}
+
 // commit writes objs in one transaction, each over its serial (0: new), and
-// returns the tid.
-func commit(ctx context.Context, stor *zodb.Storage, objs map[zodb.Oid][]byte, serial map[zodb.Oid]zodb.Tid) (zodb.Tid, error) {
+// returns the tid. ph, if not nil, accumulates the time of each phase.
+func commit(ctx context.Context, stor *zodb.Storage, objs map[zodb.Oid][]byte, serial map[zodb.Oid]zodb.Tid, ph *commitPhases) (zodb.Tid, error) {
+	if ph == nil {
+		ph = &commitPhases{}
+	}
+	t := time.Now()
+	lap := func(d *time.Duration) {
+		now := time.Now()
+		*d += now.Sub(t)
+		t = now
+	}
 	txn, err := stor.Begin(ctx, zodb.TxnMeta{User: []byte("neo bench")})
 	if err != nil {
 		return 0, err
 	}
+	lap(&ph.begin)
 	for oid, data := range objs {
 		if err := txn.Store(ctx, oid, serial[oid], data); err != nil {
 			txn.Abort(ctx)
 			return 0, err
 		}
 	}
+	lap(&ph.store)
 	if _, err := txn.Vote(ctx); err != nil {
 		txn.Abort(ctx)
 		return 0, err
 	}
-	return txn.Finish(ctx)
+	lap(&ph.vote)
+	tid, err := txn.Finish(ctx)
+	lap(&ph.finish)
+	return tid, err
 }
 
 // parallelLoads runs nc clients loading distinct objects for b.duration

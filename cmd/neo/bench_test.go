@@ -27,7 +27,8 @@ func TestBenchMem(t *testing.T) {
 	want := []string{
 		"raw TCP ping-pong 64 B, loopback: median ",
 		"fill: 300 objects of 100 B in 5 transactions",
-		"load, serial, uncached: median ",
+		"load, serial, uncached (first read of each object): median ",
+		"load, serial, uncached by the client (second read): median ",
 		"commit 1 object(s) of 100 B: median ",
 		"commit 10 object(s) of 100 B: median ",
 		"loadBefore, serial, uncached: median ",
@@ -35,7 +36,7 @@ func TestBenchMem(t *testing.T) {
 		"load, 4 parallel client(s): ",
 		"load, 16 parallel client(s): ",
 		"read all (iteration): 520 records",
-		"ratio load/raw (medians): ",
+		"ratio load/raw (medians, second read): ",
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != len(want) {
