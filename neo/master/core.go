@@ -398,7 +398,7 @@ func (c *Core) recv(ev EvRecv) {
 	// Requests any identified node may send (NEO/py's MasterHandler).
 	switch m := ev.Msg.(type) {
 	case *proto.RequestIdentification:
-		c.protocolError(ev.Link, ev.MsgID, "already identified")
+		c.unexpected(ev)
 		return
 	case *proto.AskClusterState:
 		c.reply(ev.Link, ev.MsgID, &proto.AnswerClusterState{State: proto.Some(c.state)})
@@ -437,14 +437,46 @@ func (c *Core) recv(ev EvRecv) {
 	}
 }
 
-// unexpected handles a packet that the node may not send now, as NEO/py:
-// Error(PROTOCOL_ERROR) and abort.
+// unexpected handles a packet that the node may not send now, as NEO/py
+// does for a packet its handler has no method for: Error(PROTOCOL_ERROR)
+// naming the handler, and abort.
 func (c *Core) unexpected(ev EvRecv) {
-	name := fmt.Sprintf("%T", ev.Msg)
-	if info, ok := proto.Info(ev.Msg.MsgCode()); ok {
-		name = info.Name
+	var n *node
+	if p := c.peers[ev.Link]; p != nil {
+		n = p.node
 	}
-	c.protocolError(ev.Link, ev.MsgID, "unexpected packet: %s", name)
+	c.log.Warn("unexpected packet", "link", ev.Link, "packet", fmt.Sprintf("%T", ev.Msg))
+	c.protocolError(ev.Link, ev.MsgID, "unexpected packet: no handler found in %s", c.handlerName(n))
+}
+
+// handlerName is the name of the NEO/py handler class in charge of n.
+func (c *Core) handlerName(n *node) string {
+	if n == nil {
+		return "IdentificationHandler"
+	}
+	switch n.typ {
+	case proto.Storage:
+		switch c.state {
+		case proto.ClusterRecovering:
+			return "RecoveryManager"
+		case proto.ClusterVerifying:
+			return "VerificationManager"
+		}
+		return "StorageServiceHandler"
+	case proto.Client:
+		if n.readOnly {
+			return "ClientReadOnlyServiceHandler"
+		}
+		return "ClientServiceHandler"
+	case proto.Admin:
+		return "AdministrationHandler"
+	case proto.Master:
+		if c.state == proto.ClusterRecovering {
+			return "ElectionHandler"
+		}
+		return "SecondaryHandler"
+	}
+	return "EventHandler"
 }
 
 func (c *Core) answer(ev EvAnswer) {

@@ -86,7 +86,7 @@ func TestIdentifyRefused(t *testing.T) {
 	l = h.nextLink
 	h.step(EvRecv{Link: l, MsgID: 3, Msg: &proto.AskClusterState{}})
 	acts = h.take(l)
-	wantError(t, acts[0], proto.ProtocolError, "unexpected packet: AskClusterState")
+	wantError(t, acts[0], proto.ProtocolError, "unexpected packet: no handler found in IdentificationHandler")
 	if acts[0].(ActAbort).MsgID != 3 {
 		t.Fatalf("error answers msg id %d, want 3", acts[0].(ActAbort).MsgID)
 	}

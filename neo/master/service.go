@@ -99,9 +99,11 @@ func (c *Core) runDelayed() {
 func (c *Core) storageRecv(n *node, ev EvRecv) {
 	switch m := ev.Msg.(type) {
 	case *proto.NotifyReady:
-		if c.state == proto.ClusterRunning || c.state == proto.ClusterStopping {
-			c.setStorageReady(n)
+		if c.state != proto.ClusterRunning && c.state != proto.ClusterStopping {
+			c.unexpected(ev)
+			return
 		}
+		c.setStorageReady(n)
 	case *proto.AskUnfinishedTransactions:
 		if c.state != proto.ClusterRunning && c.state != proto.ClusterStopping {
 			c.unexpected(ev)
@@ -120,6 +122,7 @@ func (c *Core) storageRecv(n *node, ev EvRecv) {
 		c.setUpdatable(n.nid, m.Partitions)
 	case *proto.NotifyReplicationDone:
 		if c.state != proto.ClusterRunning && c.state != proto.ClusterStopping {
+			c.unexpected(ev)
 			return
 		}
 		changes, err := c.setUpToDate(n.nid, int(m.Partition))
@@ -140,7 +143,6 @@ func (c *Core) storageRecv(n *node, ev EvRecv) {
 	case *proto.NotifyPackCompleted:
 		n.completedPack = m.PackID
 		c.updateCompletedPack()
-	case *proto.AbortTransaction:
 	default:
 		c.unexpected(ev)
 	}
