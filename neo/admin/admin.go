@@ -43,6 +43,13 @@ type Config struct {
 	TLS     *tls.Config    // nil: plain TCP
 	Net     neonet.Network // nil: TCP
 	Logger  *slog.Logger   // nil: slog.Default()
+
+	// MonitorBackup names the backup clusters whose admins report to this
+	// one (NEO/py's --monitor-backup), for "neoctl print summary".
+	MonitorBackup []string
+	// MonitorMaxLag is how many seconds a backup cluster may lag behind
+	// this one before the summary warns (--monitor-maxlag).
+	MonitorMaxLag float64
 }
 
 // notConnected is NEO/py's answer to neoctl when there is no primary.
@@ -67,7 +74,13 @@ type Admin struct {
 	stateNotified bool // a NotifyClusterInformation came since the connection
 	knownMasters  []string
 
-	onConnected func() // tests: called when serving neoctl with a new primary
+	backups        []*backupMonitor // Config.MonitorBackup
+	healthSignal   chan struct{}    // healthChanged
+	upstreamAddr   string           // the upstream cluster's admin, if this is a backup cluster
+	upstreamSignal chan struct{}    // upstreamAddr changed
+
+	onConnected    func()            // tests: called when serving neoctl with a new primary
+	onBackupReport func(name string) // tests: called when a backup admin's report is applied
 }
 
 // New checks cfg and binds the listener.
@@ -118,6 +131,14 @@ func New(ctx context.Context, cfg Config) (*Admin, error) {
 		logBase:      logger,
 		nid:          cfg.NodeID,
 		knownMasters: append([]string(nil), cfg.Masters...),
+
+		healthSignal:   make(chan struct{}, 1),
+		upstreamSignal: make(chan struct{}, 1),
+	}
+	for _, name := range cfg.MonitorBackup {
+		if a.backup(name) == nil {
+			a.backups = append(a.backups, &backupMonitor{name: name})
+		}
 	}
 	return a, nil
 }
@@ -148,6 +169,7 @@ func (a *Admin) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	wg.Go(func() { a.acceptLoop(ctx, &wg) })
+	wg.Go(func() { a.followUpstream(ctx) })
 	for {
 		link, err := a.connectToPrimary(ctx)
 		if err != nil {
@@ -161,6 +183,7 @@ func (a *Admin) Run(ctx context.Context) error {
 		stopping := a.clusterState.Ok && a.clusterState.V == proto.ClusterStopping
 		a.clusterState = proto.Opt[proto.ClusterState]{}
 		a.mu.Unlock()
+		a.healthChanged()
 		if stopping {
 			a.log().Info("primary master gone while the cluster was stopping: exiting")
 			return nil
@@ -200,7 +223,7 @@ func (a *Admin) connectToPrimary(ctx context.Context) (*neonet.Link, error) {
 			NID:         nid,
 			Address:     proto.Some(a.addr),
 			ClusterName: a.cfg.Cluster,
-			Extra:       proto.Dict{{Key: "backup", Value: []string{}}},
+			Extra:       proto.Dict{{Key: "backup", Value: a.backupNames()}},
 		})
 		if err != nil {
 			link.Close()
@@ -264,6 +287,15 @@ func (a *Admin) notPrimary(ctx context.Context, link *neonet.Link) string {
 	}
 }
 
+// backupNames are the monitored backup clusters, announced to the master.
+func (a *Admin) backupNames() []string {
+	names := []string{}
+	for _, b := range a.backups {
+		names = append(names, b.name)
+	}
+	return names
+}
+
 func containsString(l []string, s string) bool {
 	for _, x := range l {
 		if x == s {
@@ -301,6 +333,7 @@ func (a *Admin) followPrimary(ctx context.Context, link *neonet.Link) {
 			a.clusterState = cs.State
 		}
 		a.mu.Unlock()
+		a.healthChanged()
 	}
 	if err := link.Sync(ctx); err != nil {
 		a.log().Error("syncing with the master", "err", err)
@@ -343,12 +376,14 @@ func (a *Admin) handleMaster(ctx context.Context, r *neonet.Request) error {
 		if err := a.nodes.update(m, a.pt); err != nil {
 			return err
 		}
+		a.healthChanged()
 	case *proto.SendPartitionTable:
 		var ptid proto.PTid
 		if m.PTid.Ok {
 			ptid = m.PTid.V
 		}
 		a.pt = pt.FromRows(ptid, m.NumReplicas, m.Rows)
+		a.healthChanged()
 	case *proto.NotifyPartitionChanges:
 		if a.pt == nil {
 			return errors.New("partition changes before any partition table")
@@ -356,12 +391,20 @@ func (a *Admin) handleMaster(ctx context.Context, r *neonet.Request) error {
 		if err := a.pt.Update(m, false); err != nil {
 			return err
 		}
+		a.healthChanged()
 	case *proto.NotifyClusterInformation:
 		a.clusterState = proto.Some(m.State)
 		a.stateNotified = true
+		a.healthChanged()
 	case *proto.NotifyUpstreamAdmin:
-		// Monitoring of an upstream cluster is not supported: ignored.
-		a.log().Info("upstream admin announced (not monitored)", "addr", m.Address)
+		// This is a backup cluster: report to the upstream cluster's admin.
+		if addr := m.Address.String(); addr != a.upstreamAddr {
+			a.upstreamAddr = addr
+			select {
+			case a.upstreamSignal <- struct{}{}:
+			default:
+			}
+		}
 	case *proto.FlushLog:
 		// Nothing buffered: records are written as they are made.
 	case *proto.Error:

@@ -159,7 +159,10 @@ func startAdmin(t *testing.T, masters ...string) *testAdmin {
 func startAdminConfig(t *testing.T, cfg Config) *testAdmin {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg.Cluster, cfg.Bind = "test", "127.0.0.1:0"
+	if cfg.Cluster == "" {
+		cfg.Cluster = "test"
+	}
+	cfg.Bind = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(ctx, cfg)
 	if err != nil {
@@ -268,8 +271,8 @@ func identify(t *testing.T, ctx context.Context, ta *testAdmin, mc *masterConn, 
 	want := &proto.RequestIdentification{
 		NodeType:    proto.Admin,
 		Address:     adminAddress(ta.Admin),
-		ClusterName: "test",
-		Extra:       proto.Dict{{Key: "backup", Value: []string{}}},
+		ClusterName: ta.cfg.Cluster,
+		Extra:       proto.Dict{{Key: "backup", Value: append([]string{}, ta.cfg.MonitorBackup...)}},
 	}
 	if got, w := packetString(r.Msg), packetString(want); got != w {
 		t.Fatalf("identification: got %s\nwant %s", got, w)
@@ -610,4 +613,108 @@ func TestTLS(t *testing.T) {
 	wantCtl(t, neoctlTLS(ta.Admin, conf, "print", "cluster"), "VERIFYING\n", "")
 	// A neoctl without TLS is refused.
 	wantCtl(t, neoctl(ta.Admin, "print", "cluster"), "", "ERROR: not connected")
+}
+
+// TestMonitorBackup: the admin of a backup cluster reports to the admin of
+// the upstream cluster, which shows both clusters in its summary.
+func TestMonitorBackup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	mUp, mBackup := newFakeMaster(t), newFakeMaster(t)
+	up := startAdminConfig(t, Config{Masters: []string{mUp.addr()}, MonitorBackup: []string{"backup1", "backup0"}, MonitorMaxLag: 10})
+	reports := make(chan string, 16)
+	up.onBackupReport = func(name string) { reports <- name }
+	backup := startAdminConfig(t, Config{Cluster: "backup1", Masters: []string{mBackup.addr()}})
+
+	// Nothing connected yet.
+	mc, r := mUp.accept(ctx)
+	identify(t, ctx, up, mc, r, testNodes(mUp.addr(), up), [][]proto.CellInfo{upToDate(s1), upToDate(s1)}, proto.ClusterRunning)
+	ch := neoctl(up.Admin, "print", "summary")
+	mc.expect(&proto.AskLastTransaction{}).Reply(ctx, &proto.AnswerLastTransaction{Tid: 0x03f6b1c2d3e4f5a6})
+	wantCtl(t, ch, "# {\"problem\": [\"backup0\", \"backup1\"]}\n"+
+		"RUNNING; UP_TO_DATE=2; ltid=03f6b1c2d3e4f5a6 (2024-02-21 20:50:49.662743)\n"+
+		"\nbackup1\n    None\n"+
+		"\nbackup0\n    None\n", "")
+
+	// The backup cluster's master names the upstream admin: the backup
+	// admin connects and reports.
+	mb, r := mBackup.accept(ctx)
+	identify(t, ctx, backup, mb, r, testNodes(mBackup.addr(), backup),
+		[][]proto.CellInfo{upToDate(s1), {{NID: s1, State: proto.CellOutOfDate}}, upToDate(s1)}, proto.ClusterBackingUp)
+	mb.notify(ctx, &proto.NotifyUpstreamAdmin{Address: adminAddress(up.Admin).V})
+	waitReport := func() {
+		t.Helper()
+		select {
+		case name := <-reports:
+			if name != "backup1" {
+				t.Fatalf("report from %q", name)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("no report from the backup admin")
+		}
+	}
+	waitReport()
+
+	// Summary: the upstream admin asks both masters (the backup's through
+	// its admin) for the tids.
+	summary := func(upTid, backupTid zodb.Tid) string {
+		t.Helper()
+		ch := neoctl(up.Admin, "print", "summary")
+		mc.expect(&proto.AskLastTransaction{}).Reply(ctx, &proto.AnswerLastTransaction{Tid: upTid})
+		mb.expect(&proto.AskRecovery{}).Reply(ctx, &proto.AnswerRecovery{PTid: proto.Some[proto.PTid](1), BackupTid: backupTid, TruncateTid: zodb.InvalidTid})
+		mb.expect(&proto.AskLastTransaction{}).Reply(ctx, &proto.AnswerLastTransaction{Tid: backupTid})
+		r := <-ch
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r.out
+	}
+	// 49.662743 s late, more than the 10 s allowed; some cell out of date.
+	want := "# {\"warning\": [\"backup1\"], \"problem\": [\"backup0\"]}\n" +
+		"RUNNING; UP_TO_DATE=2; ltid=03f6b1c2d3e4f5a6 (2024-02-21 20:50:49.662743)\n" +
+		"\nbackup1\n    BACKINGUP; OUT_OF_DATE=1, UP_TO_DATE=2; ltid=03f6b1c200000000; lag=49.662743\n" +
+		"\nbackup0\n    None\n"
+	if got := summary(0x03f6b1c2d3e4f5a6, 0x03f6b1c200000000); got != want {
+		t.Errorf("summary:\ngot:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Changes are reported: all cells up to date now; the backup is up to
+	// date too ("ε" lag), and the upstream cluster has a problem.
+	mb.notify(ctx, &proto.NotifyPartitionChanges{PTid: 2, Changes: []proto.CellChange{{Partition: 1, NID: s1, State: proto.CellUpToDate}}})
+	waitReport()
+	mc.notify(ctx, &proto.NotifyNodeInformation{Timestamp: 200, Nodes: []proto.NodeInfo{
+		{Type: proto.Storage, Addr: addr("127.0.0.1:20001"), NID: s1, State: proto.NodeDown}}})
+	mc.sync(ctx)
+	want = "# {\"problem\": [null, \"backup0\"]}\n" +
+		"RUNNING; UP_TO_DATE=2; DOWN=1; ltid=03f6b1c200000040 (2024-02-21 20:50:00)\n" +
+		"\nbackup1\n    BACKINGUP; UP_TO_DATE=3; ltid=03f6b1c200000000; lag=ε\n" +
+		"\nbackup0\n    None\n"
+	// (Less than a microsecond behind: "ε"; exactly as late, it would be 0.0.)
+	if got := summary(0x03f6b1c200000040, 0x03f6b1c200000000); got != want {
+		t.Errorf("summary:\ngot:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A second admin for the same backup cluster is refused.
+	l, err := neonet.Dial(ctx, up.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Ask(ctx, &proto.RequestIdentification{NodeType: proto.Admin, ClusterName: "backup1"})
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.ProtocolError || perr.Message != "already connected" {
+		t.Errorf("second backup admin: got %v", err)
+	}
+	l.Close()
+}
+
+func TestPyFloat(t *testing.T) {
+	// Python's repr of these floats.
+	for f, want := range map[float64]string{
+		0: "0.0", 49.662743: "49.662743", 3e-06: "3e-06", 1e16: "1e+16", 123456789: "123456789.0",
+		-0.5: "-0.5", 0.0001: "0.0001", 9999999999999998: "9999999999999998.0", -1e-05: "-1e-05",
+	} {
+		if got := pyFloat(f); got != want {
+			t.Errorf("%v: got %q, want %q", f, got, want)
+		}
+	}
 }

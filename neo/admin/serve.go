@@ -3,21 +3,11 @@ package admin
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
-	"strings"
 	"sync"
-	"time"
 
-	"github.com/neozodb/neo/neo/ctl"
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
-	"github.com/neozodb/neo/zodb"
 )
-
-// monitorTimeout bounds how long the admin waits for the master's last ids
-// when neoctl asks for the cluster's health (NEO/py's MONITOR_TIMEOUT).
-const monitorTimeout = 60 * time.Second
 
 // acceptLoop accepts neoctl connections until ctx ends; wg owns the
 // goroutines serving them.
@@ -90,13 +80,7 @@ func (a *Admin) handleNeoctl(ctx context.Context, r *neonet.Request) bool {
 		*proto.Truncate, *proto.TweakPartitionTable:
 		return a.relay(ctx, master, r)
 	case *proto.RequestIdentification:
-		// Only the admins of monitored backup clusters may identify, and
-		// this admin monitors none.
-		msg := "reject non-admin node"
-		if m.NodeType == proto.Admin {
-			msg = fmt.Sprintf("unknown backup cluster %q", m.ClusterName)
-		}
-		r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", msg))
+		a.acceptBackupAdmin(ctx, r, m)
 		return false
 	case *proto.Error:
 		a.log().Warn("error from neoctl", "code", m.Code, "message", m.Message)
@@ -191,81 +175,4 @@ func (a *Admin) partitionList(ctx context.Context, r *neonet.Request, m *proto.A
 	}
 	r.Reply(ctx, ans)
 	return true
-}
-
-// monitorInformation computes the health summary neoctl's "print summary"
-// shows: cluster state, cell states, storages down, and, when operational,
-// the last tid (backup tid in backup mode) freshly asked to the master.
-func (a *Admin) monitorInformation(ctx context.Context, master *neonet.Link) *proto.AnswerMonitorInformation {
-	a.mu.Lock()
-	state := a.clusterState
-	counts, down := ptSummary(a.pt, &a.nodes)
-	a.mu.Unlock()
-
-	operational := state.Ok && (state.V == proto.ClusterRunning || state.V == proto.ClusterBackingUp)
-	tid := zodb.InvalidTid
-	if operational {
-		mctx, cancel := context.WithTimeout(ctx, monitorTimeout)
-		tid = a.lastTid(mctx, master, state.V)
-		cancel()
-	}
-
-	var b strings.Builder
-	b.WriteString(state.String())
-	if len(counts) > 0 {
-		states := make([]proto.CellState, 0, len(counts))
-		for s := range counts {
-			states = append(states, s)
-		}
-		slices.Sort(states)
-		for i, s := range states {
-			if i == 0 {
-				b.WriteString("; ")
-			} else {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "%s=%d", s, counts[s])
-		}
-	}
-	if down > 0 {
-		fmt.Fprintf(&b, "; DOWN=%d", down)
-	}
-	if tid != zodb.InvalidTid {
-		fmt.Fprintf(&b, "; ltid=%016x (%s)", uint64(tid), ctl.TidDatetime(tid))
-	}
-
-	ans := &proto.AnswerMonitorInformation{Warnings: []proto.Opt[string]{}, Problems: []proto.Opt[string]{}, Summary: b.String()}
-	switch {
-	case down > 0 || !operational:
-		ans.Problems = append(ans.Problems, proto.Opt[string]{})
-	case len(counts) != 1 || counts[proto.CellUpToDate] == 0:
-		ans.Warnings = append(ans.Warnings, proto.Opt[string]{})
-	}
-	return ans
-}
-
-// lastTid asks the master the last tid, or the backup tid in backup mode;
-// InvalidTid if it cannot be had.
-func (a *Admin) lastTid(ctx context.Context, master *neonet.Link, state proto.ClusterState) zodb.Tid {
-	if state == proto.ClusterBackingUp {
-		ans, err := master.Ask(ctx, &proto.AskRecovery{})
-		if err != nil {
-			a.log().Warn("asking the backup tid", "err", err)
-			return zodb.InvalidTid
-		}
-		rec, ok := ans.(*proto.AnswerRecovery)
-		if !ok {
-			return zodb.InvalidTid
-		}
-		return rec.BackupTid
-	}
-	ans, err := master.Ask(ctx, &proto.AskLastTransaction{})
-	if err != nil {
-		a.log().Warn("asking the last tid", "err", err)
-		return zodb.InvalidTid
-	}
-	if lt, ok := ans.(*proto.AnswerLastTransaction); ok {
-		return lt.Tid
-	}
-	return zodb.InvalidTid
 }

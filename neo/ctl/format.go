@@ -17,23 +17,35 @@ import (
 // The formats below are those of NEO/py's tools, which print Python values:
 // a datetime as str(datetime) does, None as "None", enums by name.
 
+// tidFields are the calendar fields NEO/py reads from a tid
+// (datetimeFromTID): the seconds' fraction in microseconds, truncated.
+func tidFields(tid zodb.Tid) (year, month, day, hour, minute, sec, micro int64) {
+	high, low := uint64(tid)>>32, uint64(tid)&0xffffffff
+	minute = int64(high % 60)
+	high /= 60
+	hour = int64(high % 24)
+	high /= 24
+	day = int64(high%31 + 1)
+	high /= 31
+	month = int64(high%12 + 1)
+	year = int64(high/12 + 1900)
+	s, rem := (low*60)>>32, (low*60)&0xffffffff
+	const microFromUint32 = 1e6 / (1 << 32)
+	return year, month, day, hour, minute, int64(s), int64(float64(rem) * microFromUint32)
+}
+
 // TidDatetime formats the time of tid as NEO/py prints it (str of the
 // datetime NEO computes from a tid): "YYYY-MM-DD HH:MM:SS" followed by
 // ".ffffff" when the microseconds (truncated) are not 0.
 func TidDatetime(tid zodb.Tid) string {
-	high, low := uint64(tid)>>32, uint64(tid)&0xffffffff
-	minute := high % 60
-	high /= 60
-	hour := high % 24
-	high /= 24
-	day := high%31 + 1
-	high /= 31
-	month := high%12 + 1
-	year := high/12 + 1900
-	sec, rem := (low*60)>>32, (low*60)&0xffffffff
-	const microFromUint32 = 1e6 / (1 << 32)
-	micro := int64(float64(rem) * microFromUint32)
-	return pyDatetime(int64(year), int64(month), int64(day), int64(hour), int64(minute), int64(sec), micro)
+	return pyDatetime(tidFields(tid))
+}
+
+// TidTime is the time of tid as NEO/py computes it (datetimeFromTID), to the
+// microsecond, truncated. NEO/py's monitoring compares such times.
+func TidTime(tid zodb.Tid) time.Time {
+	year, month, day, hour, minute, sec, micro := tidFields(tid)
+	return time.Date(int(year), time.Month(month), int(day), int(hour), int(minute), int(sec), int(micro)*1000, time.UTC)
 }
 
 func pyDatetime(year, month, day, hour, minute, sec, micro int64) string {
