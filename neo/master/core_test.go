@@ -14,7 +14,7 @@ import (
 
 // harness drives a Core directly, event by event, with a fake clock.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	c        *Core
 	now      time.Time
 	nextLink LinkID
@@ -29,7 +29,7 @@ var testEpoch = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newHarness(t *testing.T, np, nr, autostart int) *harness {
+func newHarness(t testing.TB, np, nr, autostart int) *harness {
 	t.Helper()
 	h := &harness{t: t, now: testEpoch, pending: map[LinkID][]Action{}, nextPort: 20000}
 	h.c = newCore(coreConfig{
@@ -203,7 +203,7 @@ func (h *harness) request(l LinkID, msgID uint32, m proto.Msg) {
 	h.step(EvRecv{Link: l, MsgID: msgID, Msg: m})
 }
 
-func errorOf(t *testing.T, a Action) *proto.Error {
+func errorOf(t testing.TB, a Action) *proto.Error {
 	t.Helper()
 	e, ok := msgOf(a).(*proto.Error)
 	if !ok {
@@ -212,7 +212,7 @@ func errorOf(t *testing.T, a Action) *proto.Error {
 	return e
 }
 
-func wantError(t *testing.T, a Action, code proto.ErrorCode, msg string) {
+func wantError(t testing.TB, a Action, code proto.ErrorCode, msg string) {
 	t.Helper()
 	e := errorOf(t, a)
 	if e.Code != code || e.Message != msg {
