@@ -209,7 +209,7 @@ func TestClientIdentifiesWhenRunning(t *testing.T) {
 	h.take(ro)
 	h.request(ro, 5, &proto.AskBeginTransaction{Tid: zodb.InvalidTid})
 	acts = h.take(ro)
-	wantError(t, acts[0], proto.ReadOnlyAccess, "read-only access")
+	wantError(t, acts[0], proto.ReadOnlyAccess, "read-only access as requested by the client")
 	if _, ok := acts[0].(ActReply); !ok {
 		t.Fatalf("read-only refusal must not close the link")
 	}

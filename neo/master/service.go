@@ -320,8 +320,10 @@ func (c *Core) clientRecv(n *node, ev EvRecv) {
 	c.clientRequest(n, ev, false)
 }
 
+// readOnly refuses a write request of a client that identified as
+// read-only.
 func (c *Core) readOnly(ev EvRecv) {
-	c.reply(ev.Link, ev.MsgID, proto.Err(proto.ReadOnlyAccess, "read-only access"))
+	c.reply(ev.Link, ev.MsgID, proto.Err(proto.ReadOnlyAccess, "read-only access as requested by the client"))
 }
 
 // clientRequest handles a client's request; it reports false when the
@@ -336,7 +338,7 @@ func (c *Core) clientRequest(n *node, ev EvRecv, retry bool) bool {
 	if n.readOnly {
 		switch ev.Msg.(type) {
 		case *proto.AskBeginTransaction, *proto.AskNewOIDs, *proto.AskFinishTransaction,
-			*proto.FailedVote, *proto.AskFinalTID, *proto.AbortTransaction:
+			*proto.AskFinalTID, *proto.AbortTransaction:
 			c.readOnly(ev)
 			return true
 		}
