@@ -321,6 +321,16 @@ func (db *DB) loadCached(ctx context.Context) error {
 
 // prep returns the cached prepared statement of q, interruptible by ctx.
 func (db *DB) prep(ctx context.Context, q string) (*sqlite.Stmt, error) {
+	if db.inTx {
+		// SQLite rolls back the whole transaction when a write inside it
+		// is interrupted, which would lose the work of other operations
+		// (e.g. unlocked transactions whose commit is deferred): inside
+		// a transaction, a statement is only refused before it starts.
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%s: %w", firstLine(q), err)
+		}
+		ctx = context.Background()
+	}
 	if d := ctx.Done(); d != db.done {
 		db.conn.SetInterrupt(d)
 		db.done = d

@@ -806,6 +806,33 @@ func TestCanceledContext(t *testing.T) {
 	}
 }
 
+// TestCanceledWriteKeepsDeferredWork: a write given a canceled context
+// fails alone, without touching the transaction that holds unlocked
+// transactions whose commit is deferred. (SQLite rolls back the whole
+// transaction when a write is interrupted while it runs, which a context
+// ended by another goroutine could do at any time: inside a transaction,
+// statements are therefore not interruptible.)
+func TestCanceledWriteKeepsDeferredWork(t *testing.T) {
+	db, path := newTest(t)
+	commit(t, db, 8, 12, store{oid: 1, data: "kept"}) // unlock commit deferred
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	h, d := data("x")
+	if _, err := db.StoreData(cctx, 20, 2, h, d, 0, zodb.InvalidTid); err == nil {
+		t.Fatal("store with a canceled context succeeded")
+	}
+	if err := db.Abort(cctx, 20); err == nil {
+		t.Fatal("abort with a canceled context succeeded")
+	}
+	must(t, db.Commit(ctx))
+	db.crash()
+	db = openTest(t, path)
+	defer db.Close()
+	if o, err := load(t, db, 1, zodb.InvalidTid, zodb.InvalidTid); err != nil || string(o.Data) != "kept" {
+		t.Errorf("unlocked transaction lost by a canceled write: %+v %v", o, err)
+	}
+}
+
 func TestConcurrentLoadsAndCommits(t *testing.T) {
 	db, _ := newTest(t)
 	commit(t, db, 4, 4, store{oid: 1, data: "4"})
