@@ -107,3 +107,65 @@ func TestClusterStorageLossAndReturn(t *testing.T) {
 		t.Fatalf("load: %q %v %v", data, serial, err)
 	}
 }
+
+// Clients committing at the same time get distinct, increasing tids.
+func TestClusterConcurrentCommits(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Partitions: 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const clients, commits = 4, 15
+	type result struct {
+		tids []zodb.Tid
+		err  error
+	}
+	results := make(chan result, clients)
+	var stores []*zodb.Storage
+	for i := range clients {
+		stores = append(stores, c.Open(t, fmt.Sprintf("C%d", i+1), nil))
+	}
+	for _, st := range stores {
+		go func() {
+			var r result
+			defer func() { results <- r }()
+			oid, err := st.NewOid(ctx)
+			if err != nil {
+				r.err = err
+				return
+			}
+			serial := zodb.Tid(0)
+			for j := range commits {
+				txn, err := st.Begin(ctx, zodb.TxnMeta{})
+				if err == nil {
+					err = txn.Store(ctx, oid, serial, []byte(fmt.Sprint(j)))
+				}
+				if err == nil {
+					_, err = txn.Vote(ctx)
+				}
+				if err == nil {
+					serial, err = txn.Finish(ctx)
+				}
+				if err != nil {
+					r.err = err
+					return
+				}
+				r.tids = append(r.tids, serial)
+			}
+		}()
+	}
+	seen := map[zodb.Tid]bool{}
+	for range clients {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for i, tid := range r.tids {
+			if seen[tid] {
+				t.Fatalf("tid %v given twice", tid)
+			}
+			seen[tid] = true
+			if i > 0 && tid <= r.tids[i-1] {
+				t.Fatalf("tids of one client not increasing: %v", r.tids)
+			}
+		}
+	}
+}
