@@ -168,7 +168,9 @@ wait:
 	}
 	s.mu.Lock()
 	changed := s.nid != acc.YourNID
+	s.viewMu.Lock()
 	s.nid = acc.YourNID
+	s.viewMu.Unlock()
 	s.log = s.logger.With("node", s.nid.String())
 	s.master = link
 	s.ownIDTime = proto.Opt[float64]{}
@@ -572,7 +574,9 @@ func (s *Storage) sendPartitionTable(ctx context.Context, m *proto.SendPartition
 	if err := s.db.Commit(ctx); err != nil {
 		return err
 	}
+	s.viewMu.Lock()
 	s.pt = t
+	s.viewMu.Unlock()
 	return nil
 }
 
@@ -585,7 +589,10 @@ func (s *Storage) notifyPartitionChanges(ctx context.Context, m *proto.NotifyPar
 		return protoErrorf("wrong partition table id %d (have %d)", m.PTid, s.pt.PTid)
 	}
 	old := s.pt.Clone()
-	if err := s.pt.Update(m, true); err != nil {
+	s.viewMu.Lock()
+	err := s.pt.Update(m, true)
+	s.viewMu.Unlock()
+	if err != nil {
 		return protoErrorf("partition changes: %v", err)
 	}
 	if err := s.db.ChangePartitionTable(ctx, m.PTid, int(m.NumReplicas), m.Changes, false, s.lastPackID); err != nil {
@@ -670,7 +677,9 @@ func (s *Storage) lastIDs(ctx context.Context) (*proto.AnswerLastIDs, error) {
 		}
 		if s.pt != nil {
 			if t, err := s.loadPT(ctx); err == nil && t != nil {
+				s.viewMu.Lock()
 				s.pt = t
+				s.viewMu.Unlock()
 			}
 		}
 	}
@@ -724,9 +733,11 @@ func (s *Storage) startOperation(ctx context.Context, backup bool) error {
 	if err := s.db.DropUnfinished(ctx); err != nil {
 		return err
 	}
+	s.viewMu.Lock()
 	s.operational = true
 	s.backupMode = backup
 	s.tm = newTxnManager(s)
+	s.viewMu.Unlock()
 	s.log.Info("operational", "backup", backup)
 	s.send(s.master, &proto.NotifyReady{})
 	var outdated []uint32
@@ -747,8 +758,10 @@ func (s *Storage) startOperation(ctx context.Context, backup bool) error {
 func (s *Storage) leaveOperation(why string) {
 	s.mu.Lock()
 	was := s.operational
+	s.viewMu.Lock()
 	s.operational = false
 	s.tm = nil
+	s.viewMu.Unlock()
 	r := s.repl
 	s.mu.Unlock()
 	if was {

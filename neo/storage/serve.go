@@ -381,14 +381,14 @@ func (s *Storage) waitWhile(ctx context.Context, cond func() bool) error {
 // by a goroutine of its own so that the link goes on.
 func (h *linkHandler) askObject(ctx context.Context, r *neonet.Request, m *proto.AskObject) error {
 	s := h.s
-	s.mu.Lock()
+	s.viewMu.RLock()
 	p := s.partitionOf(uint64(m.Oid))
 	if !s.readable(p) {
-		s.mu.Unlock()
+		s.viewMu.RUnlock()
 		return nonReadable(m.Oid.String())
 	}
 	locked := s.tm != nil && s.tm.loadLock[m.Oid] != 0
-	s.mu.Unlock()
+	s.viewMu.RUnlock()
 	if !locked {
 		return h.load(ctx, r, m, &h.obj)
 	}

@@ -69,10 +69,14 @@ type Storage struct {
 	// linkWG counts the goroutines serving links (accepted or dialed).
 	linkWG sync.WaitGroup
 
-	mu  sync.Mutex
-	log *slog.Logger // with the node name once known
-	nid proto.NodeID
-	pt  *pt.Table // nil: no partition table yet
+	mu sync.Mutex
+	// viewMu guards, besides mu, what loads check without mu (which is
+	// held during durable writes): nid, pt, operational, tm and
+	// tm.loadLock are changed with both held.
+	viewMu sync.RWMutex
+	log    *slog.Logger // with the node name once known
+	nid    proto.NodeID
+	pt     *pt.Table // nil: no partition table yet
 
 	masters      []string // known master addresses
 	master       *neonet.Link
@@ -247,8 +251,10 @@ func (s *Storage) loadState(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	s.viewMu.Lock()
 	s.nid = nid
 	s.pt = t
+	s.viewMu.Unlock()
 	if nid != proto.NoNode {
 		s.log = s.logger.With("node", nid.String())
 	}

@@ -404,9 +404,11 @@ func (tm *txnManager) lock(ctx context.Context, ttid, tid zodb.Tid, pack bool) e
 		return protoErrorf("transaction %s locked before its vote", ttid)
 	}
 	t.tid = tid
+	tm.s.viewMu.Lock()
 	for oid := range t.store {
 		tm.loadLock[oid] = ttid
 	}
+	tm.s.viewMu.Unlock()
 	if t.voted == 2 {
 		if err := tm.s.db.Lock(ctx, ttid, tid, pack); err != nil {
 			return fmt.Errorf("lock %s: %w", ttid, err)
@@ -445,6 +447,7 @@ func (tm *txnManager) abort(ctx context.Context, ttid zodb.Tid, evenIfLocked boo
 			return fmt.Errorf("abort %s: %w", ttid, err)
 		}
 	}
+	tm.s.viewMu.Lock()
 	for oid := range t.serial {
 		if locked && tm.loadLock[oid] == ttid {
 			delete(tm.loadLock, oid)
@@ -453,6 +456,7 @@ func (tm *txnManager) abort(ctx context.Context, ttid zodb.Tid, evenIfLocked boo
 			delete(tm.storeLock, oid)
 		}
 	}
+	tm.s.viewMu.Unlock()
 	delete(tm.txns, ttid)
 	if locked {
 		close(tm.released)
@@ -598,11 +602,13 @@ func (tm *txnManager) discarded(ctx context.Context, partitions []uint32) error 
 		delete(tm.replicatng, p)
 		delete(tm.replicated, p)
 	}
+	tm.s.viewMu.Lock()
 	for oid := range tm.loadLock {
 		if drop[tm.partition(oid)] {
 			delete(tm.loadLock, oid)
 		}
 	}
+	tm.s.viewMu.Unlock()
 	for oid := range tm.storeLock {
 		if drop[tm.partition(oid)] {
 			delete(tm.storeLock, oid)
