@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -166,6 +167,91 @@ func TestClusterConcurrentCommits(t *testing.T) {
 			if i > 0 && tid <= r.tids[i-1] {
 				t.Fatalf("tids of one client not increasing: %v", r.tids)
 			}
+		}
+	}
+}
+
+// Losing every storage stops operation; when they come back with their
+// data, the cluster restarts by itself from their partition table.
+func TestClusterAllStoragesRestart(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := c.Open(t, "C1", nil)
+	oid, err := st.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid := commit(t, ctx, st, oid, 0, "kept")
+	c.StopStorage(0)
+	c.StopStorage(1)
+	if err := c.WaitState(ctx, func(s proto.ClusterState, _ map[string]proto.NodeState) bool {
+		return s == proto.ClusterRecovering
+	}); err != nil {
+		t.Fatalf("after losing the storages: %v", err)
+	}
+	for i := range 2 {
+		if err := c.RestartStorage(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	st2 := c.Open(t, "C2", nil)
+	data, serial, _, err := st2.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+	if err != nil || string(data) != "kept" || serial != tid {
+		t.Fatalf("load after restart: %q %v %v", data, serial, err)
+	}
+	tid2 := commit(t, ctx, st2, oid, tid, "new")
+	if tid2 <= tid {
+		t.Fatalf("tid %v after %v", tid2, tid)
+	}
+}
+
+// neoctl truncate: operation stops, storages truncate, the cluster runs
+// again with the truncation tid as last transaction.
+func TestClusterTruncate(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := c.Open(t, "C1", nil)
+	oid, err := st.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []zodb.Tid
+	serial := zodb.Tid(0)
+	for i := range 3 {
+		serial = commit(t, ctx, st, oid, serial, fmt.Sprint(i))
+		tids = append(tids, serial)
+	}
+	d := neonet.Dialer{Net: c.Net.Endpoint("ctl")}
+	l, err := d.Dial(ctx, c.AdminAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = l.Ask(ctx, &proto.Truncate{Tid: tids[1]})
+	var e *proto.Error
+	if !errors.As(err, &e) || e.Code != proto.Ack {
+		t.Fatalf("truncate: %v", err)
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("after truncate: %v", err)
+	}
+	// The admin may not have reconnected to the master yet: poll.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m, err := l.Ask(ctx, &proto.AskLastTransaction{})
+		if err == nil && m.(*proto.AnswerLastTransaction).Tid == tids[1] {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("last transaction after truncate: %v %v, want %v", m, err, tids[1])
 		}
 	}
 }
