@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,13 +117,25 @@ type simpleCluster struct {
 	errs   chan error // one value per node when it stops
 }
 
-// URL is the cluster's address for clients.
+// URL is the cluster's address for clients (with the TLS files of the
+// nodes, which clients may share, when the cluster uses TLS).
 func (c *simpleCluster) URL() string {
 	var addrs []string
 	for _, m := range c.masters {
 		addrs = append(addrs, m.Addr())
 	}
-	return "neo://" + c.args.cluster + "@" + strings.Join(addrs, ",")
+	u := "neo://" + c.args.cluster + "@" + strings.Join(addrs, ",")
+	if c.tls != nil {
+		q := url.Values{}
+		for k, v := range map[string]string{"ca": c.args.ca, "cert": c.args.cert, "key": c.args.key} {
+			if abs, err := filepath.Abs(expandUser(v)); err == nil {
+				v = abs
+			}
+			q.Set(k, v)
+		}
+		u += "?" + q.Encode()
+	}
+	return u
 }
 
 // AdminAddr is the admin node's address (neoctl -a).
