@@ -517,6 +517,7 @@ func (c *Core) finishTransaction(n *node, ev EvRecv, m *proto.AskFinishTransacti
 	sort.Ints(plist)
 	involved := map[proto.NodeID]bool{}
 	var lockNodes []*node
+	op := c.operation
 	for _, p := range plist {
 		for _, cell := range c.pt.Row(p) {
 			s := c.nodeByID(cell.NID)
@@ -533,6 +534,11 @@ func (c *Core) finishTransaction(n *node, ev EvRecv, m *proto.AskFinishTransacti
 				lockNodes = append(lockNodes, s)
 			}
 		}
+	}
+	if op != c.operation {
+		// Disconnecting the failed storages stopped operation: the
+		// transaction is gone with it.
+		return
 	}
 	if len(lockNodes) == 0 {
 		c.reply(ev.Link, ev.MsgID, proto.Err(proto.IncompleteTransaction, ""))
