@@ -174,6 +174,7 @@ wait:
 	s.log = s.logger.With("node", s.nid.String())
 	s.master = link
 	s.ownIDTime = proto.Opt[float64]{}
+	s.packReported = 0
 	s.nodesSeen = false
 	s.nodesTime = 0
 	s.nodes[acc.NID] = &nodeInfo{typ: proto.Master, nid: acc.NID, state: proto.NodeRunning}
@@ -309,6 +310,12 @@ func (s *Storage) handleMaster(ctx context.Context, r *neonet.Request) error {
 		if err != nil {
 			return err
 		}
+		if _, done, ok, err := s.packProgress(ctx, s.nid); err != nil {
+			return err
+		} else if ok && done != 0 {
+			s.packReported = 0
+			s.notifyPackCompleted(done)
+		}
 		s.answer(r, a)
 		return nil
 	case *proto.AskLockedTransactions:
@@ -361,6 +368,9 @@ func (s *Storage) handleMaster(ctx context.Context, r *neonet.Request) error {
 			if id > s.lastPackID {
 				s.lastPackID = id
 			}
+		}
+		if s.repl != nil {
+			s.repl.wake()
 		}
 		return s.db.Commit(ctx)
 	case *proto.StartOperation:

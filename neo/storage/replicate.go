@@ -44,6 +44,10 @@ type replicator struct {
 	asking   int
 	finished map[zodb.Tid]zodb.Tid
 
+	// packNone is the last approved pack id for which the master had no
+	// order to give (worker only)
+	packNone zodb.Tid
+
 	ctx      context.Context
 	cancelFn context.CancelFunc
 	wg       sync.WaitGroup // worker and master asks
@@ -235,6 +239,16 @@ func (r *replicator) work(ctx context.Context) {
 				s.logf(slog.LevelWarn, "replica check failed", "partition", check.Partition, "err", err)
 			}
 		default:
+			if did, err := r.packNext(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.logf(slog.LevelWarn, "pack failed", "err", err)
+				wait(ctx, r.wakeCh, time.Second)
+				continue
+			} else if did {
+				continue
+			}
 			if idle {
 				for nid, l := range links {
 					l.Close()

@@ -90,6 +90,7 @@ type Storage struct {
 	operational  bool
 	backupMode   bool
 	lastPackID   zodb.Tid
+	packReported zodb.Tid // last NotifyPackCompleted sent
 
 	links map[*neonet.Link]*peer // links with peers (not the master)
 	tm    *txnManager

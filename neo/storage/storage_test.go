@@ -449,3 +449,34 @@ func TestClusterNameChecked(t *testing.T) {
 		t.Fatalf("Run with a database of another cluster: %v", err)
 	}
 }
+
+func TestPack(t *testing.T) {
+	ctx, _, _, ml, c := single(t)
+	commit(ctx, t, c, ml, 0x100, 0x104, nil, map[zodb.Oid]string{1: "old", 2: "only"})
+	commit(ctx, t, c, ml, 0x200, 0x204, map[zodb.Oid]zodb.Tid{1: 0x104}, map[zodb.Oid]string{1: "new"})
+	// a pack order at 0x204, approved at lock time
+	const packID = zodb.Tid(0x304)
+	c.ask(ctx, &proto.AskStoreTransaction{TTid: 0x300, Description: []byte("IStorage.pack"), Oids: []zodb.Oid{},
+		Pack: proto.Some(proto.PackInfo{PackTid: 0x204})})
+	a := ml.ask(ctx, &proto.AskLockInformation{TTid: 0x300, Tid: packID, Pack: true}).(*proto.AnswerInformationLocked)
+	if a.TTid != 0x300 {
+		t.Fatal(a)
+	}
+	ml.notify(ctx, &proto.NotifyUnlockInformation{TTid: 0x300})
+	ml.notify(ctx, &proto.NotifyPackSigned{Approved: []zodb.Tid{packID}, Rejected: []zodb.Tid{}})
+	ask, req := expect[*proto.AskPackOrders](ctx, t, ml)
+	if ask.MinPackID != 1 {
+		t.Fatalf("AskPackOrders from %s", ask.MinPackID)
+	}
+	if err := req.Reply(ctx, &proto.AnswerPackOrders{Orders: []proto.PackOrder{
+		{PackID: packID, Approved: proto.Some(true), PackTid: 0x204}}}); err != nil {
+		t.Fatal(err)
+	}
+	done, _ := expect[*proto.NotifyPackCompleted](ctx, t, ml)
+	if done.PackID != packID {
+		t.Fatalf("NotifyPackCompleted %s", done.PackID)
+	}
+	c.askErr(ctx, &proto.AskObject{Oid: 1, At: 0x104, Before: zodb.InvalidTid}, proto.OidNotFound)
+	checkObject(t, load(ctx, t, c, 1, zodb.InvalidTid, zodb.InvalidTid), 0x204, zodb.InvalidTid, "new")
+	checkObject(t, load(ctx, t, c, 2, zodb.InvalidTid, zodb.InvalidTid), 0x104, zodb.InvalidTid, "only")
+}
