@@ -207,3 +207,34 @@ func TestStripLogFlags(t *testing.T) {
 		t.Error("--loglevel without value accepted")
 	}
 }
+
+func TestParseSimple(t *testing.T) {
+	e := &env{prog: "neo simple", stdout: io.Discard, stderr: io.Discard}
+	s, err := parseSimple(e, []string{"s1", "--replicas", "1", "--bind=[::1]", "s2", "--cluster", "c", "-v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s.storages, []string{"s1", "s2"}) || s.replicas != 1 || s.bind != "[::1]:0" || s.cluster != "c" ||
+		s.log.level != slog.LevelDebug || s.partitions != 12 || s.masters != 1 {
+		t.Errorf("got %+v", s)
+	}
+	s, err = parseSimple(e, nil)
+	if err != nil || !reflect.DeepEqual(s.storages, []string{"storage"}) || s.bind != "127.0.0.1:0" || s.cluster != "neo" {
+		t.Errorf("defaults: %+v, %v", s, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--replicas", "1", "s1"}, "--replicas 1 needs more than 1 storages"},
+		{[]string{"--masters", "2", "s1"}, "does not support several masters"},
+		{[]string{"a/b"}, `bad storage name "a/b"`},
+		{[]string{"s1", "s1"}, `storage "s1" given twice`},
+		{[]string{"--bind", "h:x"}, "--bind: bad port"},
+		{[]string{"--partitions", "0"}, "must be positive"},
+	} {
+		if _, err := parseSimple(e, tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func parseSimple(e *env, args []string) (*simpleArgs, error) {
 	fs.StringVar(&s.data, "data", "", "directory of the storage databases (default: a temporary directory, removed at exit)")
 	fs.IntVar(&s.partitions, "partitions", master.DefaultPartitions, "number of partitions")
 	fs.IntVar(&s.replicas, "replicas", 0, "number of extra copies of each partition")
-	fs.IntVar(&s.masters, "masters", 1, "number of master nodes")
+	fs.IntVar(&s.masters, "masters", 1, "number of master nodes (only 1 for now)")
 	fs.StringVar(&s.ca, "ca", "", "TLS: certificate authority")
 	fs.StringVar(&s.cert, "cert", "", "TLS: certificate of the nodes")
 	fs.StringVar(&s.key, "key", "", "TLS: private key of the nodes")
@@ -80,6 +80,11 @@ func parseSimple(e *env, args []string) (*simpleArgs, error) {
 	}
 	if s.partitions <= 0 || s.replicas < 0 || s.masters <= 0 {
 		return nil, usagef("--partitions and --masters must be positive, --replicas not negative")
+	}
+	if s.masters > 1 {
+		// Several masters need the election of a primary, which the master
+		// does not do yet: each would act as primary on its own.
+		return nil, usagef("--masters %d: this master does not support several masters yet (no election); use 1", s.masters)
 	}
 	if len(s.storages) == 0 {
 		s.storages = []string{"storage"}
@@ -165,39 +170,20 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 	host, _, _ := net.SplitHostPort(s.bind)
 	anyPort := net.JoinHostPort(host, "0")
 
-	// Every master must know all masters' addresses: with more than one,
-	// pick free ports first.
-	binds := []string{s.bind}
-	if s.masters > 1 {
-		binds, err = freeAddrs(s.bind, anyPort, s.masters)
-		if err != nil {
-			return nil, err
-		}
+	m, err := master.New(ctx, master.Config{
+		Cluster:    s.cluster,
+		Bind:       s.bind,
+		Partitions: s.partitions,
+		Replicas:   s.replicas,
+		Autostart:  len(s.storages),
+		TLS:        c.tls,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
 	}
-	var masterAddrs []string
-	if s.masters > 1 {
-		masterAddrs = binds
-	}
-	for _, b := range binds {
-		m, err := master.New(ctx, master.Config{
-			Cluster:    s.cluster,
-			Bind:       b,
-			Masters:    masterAddrs,
-			Partitions: s.partitions,
-			Replicas:   s.replicas,
-			Autostart:  len(s.storages),
-			TLS:        c.tls,
-			Logger:     log,
-		})
-		if err != nil {
-			return nil, err
-		}
-		c.masters = append(c.masters, m)
-	}
-	masterAddrs = nil
-	for _, m := range c.masters {
-		masterAddrs = append(masterAddrs, m.Addr())
-	}
+	c.masters = append(c.masters, m)
+	masterAddrs := []string{m.Addr()}
 	for _, name := range s.storages {
 		path := filepath.Join(c.dataDir, name+".sqlite")
 		db, err := sqlite.Open(ctx, path, sqlite.Options{Name: s.cluster})
@@ -253,24 +239,6 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 	run("admin", c.admin.Run)
 	log.Info("cluster started", "cluster", s.cluster, "masters", masterAddrs, "admin", c.admin.Addr(), "data", c.dataDir)
 	return c, nil
-}
-
-// freeAddrs returns n addresses on the host of bind: bind itself if its
-// port is not 0, then free ports.
-func freeAddrs(bind, anyPort string, n int) ([]string, error) {
-	var addrs []string
-	if _, port, _ := net.SplitHostPort(bind); port != "0" {
-		addrs = append(addrs, bind)
-	}
-	for len(addrs) < n {
-		l, err := net.Listen("tcp", anyPort)
-		if err != nil {
-			return nil, fmt.Errorf("pick a port for a master: %w", err)
-		}
-		addrs = append(addrs, l.Addr().String())
-		l.Close()
-	}
-	return addrs, nil
 }
 
 // waitState polls the admin node until the cluster is in state want, a
