@@ -1,12 +1,14 @@
 package master_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/neozodb/neo/neo/ctl"
 	"github.com/neozodb/neo/neo/internal/cluster"
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
@@ -252,6 +254,41 @@ func TestClusterTruncate(t *testing.T) {
 		case <-tick.C:
 		case <-ctx.Done():
 			t.Fatalf("last transaction after truncate: %v %v, want %v", m, err, tids[1])
+		}
+	}
+}
+
+// neoctl commands through the admin node get the master's answers.
+func TestClusterNeoctl(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		args []string
+		out  string // expected output, or
+		err  string // expected error
+	}{
+		{args: []string{"print", "cluster"}, out: "RUNNING\n"},
+		{args: []string{"start"}, err: "Can not switch to this state"},
+		{args: []string{"set", "cluster", "RUNNING"}, err: "Invalid state requested"},
+		{args: []string{"drop", "S2"}, err: "a running node must be stopped before removal"},
+		{args: []string{"truncate", "0"}, err: "Truncating after last transaction does nothing"},
+		{args: []string{"kill", "S2"}, out: "state changed\n"},
+		{args: []string{"kill", "S2"}, out: "node already in DOWN state\n"},
+		{args: []string{"drop", "S2"}, out: "node permanently removed\n"},
+		{args: []string{"tweak"}, out: "No change done.\n"},
+		{args: []string{"set", "cluster", "STOPPING"}, out: "Cluster state changed\n"},
+	} {
+		var out bytes.Buffer
+		err := ctl.Run(ctx, c.AdminAddr(), nil, tc.args, &out)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("neoctl %v: error %v, want %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || out.String() != tc.out {
+			t.Errorf("neoctl %v: %q %v, want %q", tc.args, out.String(), err, tc.out)
 		}
 	}
 }
