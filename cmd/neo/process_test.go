@@ -574,3 +574,51 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestStopByNeoctl: neoctl set cluster STOPPING makes every node process
+// exit by itself with status 0 (a new cluster here started by --autostart,
+// and the nodes configured through neo.conf).
+func TestStopByNeoctl(t *testing.T) {
+	dir := t.TempDir()
+	masterAddr := freeAddr(t, "127.0.0.1")
+	adminAddr := freeAddr(t, "127.0.0.1")
+	conf := filepath.Join(dir, "neo.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`[DEFAULT]
+cluster = conf
+masters = %s
+
+[master]
+bind = %s
+partitions = 3
+autostart = 1
+
+[storage]
+adapter = SQLite
+database = %s
+bind = 127.0.0.1
+
+[admin]
+bind = %s
+`, masterAddr, masterAddr, filepath.Join(dir, "s.sqlite"), adminAddr)), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := start(t, "master", "neo", "master", "-f", conf)
+	s := start(t, "storage", "neo", "storage", "--file="+conf)
+	a := start(t, "admin", "neo", "admin", "-f", conf, "-s", "admin")
+	eventually(t, time.Minute, "cluster RUNNING", func() (bool, string) {
+		out, err := ctlRun(t, adminAddr, "print", "cluster")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.TrimSpace(out) == "RUNNING", out
+	})
+	objs := objects{}
+	commitObjects(t, "neo://conf@"+masterAddr, objs, 5, "before stop")
+	if _, err := ctlRun(t, adminAddr, "set", "cluster", "STOPPING"); err != nil {
+		t.Fatal(err)
+	}
+	m.requireExit0()
+	s.requireExit0()
+	a.requireExit0()
+}
