@@ -214,3 +214,67 @@ func TestClientIdentifiesWhenRunning(t *testing.T) {
 		t.Fatalf("read-only refusal must not close the link")
 	}
 }
+
+// A storage started with --new-nid (no address, the partitions it holds)
+// joining a running cluster gets a new id, OUT_OF_DATE cells for them, and
+// the state DOWN (it leaves once it knows its id).
+func TestIdentifyNewNID(t *testing.T) {
+	h := newHarness(t, 4, 0, 0)
+	storages, admin := h.startNewCluster(1)
+	ptid := h.c.pt.PTid
+	ri := &proto.RequestIdentification{NodeType: proto.Storage, ClusterName: "test",
+		Extra: proto.Dict{{Key: "new_nid", Value: []proto.Value{int64(1), int64(3)}}}}
+	l := h.connect(ri)
+	acts := h.expect(l, &proto.AcceptIdentification{}, &proto.NotifyNodeInformation{}, &proto.SendPartitionTable{})
+	nid := msgOf(acts[0]).(*proto.AcceptIdentification).YourNID
+	if nid != proto.NewNodeID(proto.Storage, 2) {
+		t.Fatalf("new nid %v", nid)
+	}
+	if st := msgOf(acts[1]).(*proto.NotifyNodeInformation).Nodes[0].State; st != proto.NodeDown {
+		t.Fatalf("state %v, want DOWN", st)
+	}
+	for _, x := range []LinkID{storages[0], admin} {
+		ch := h.ptChanges(x)
+		if len(ch) != 1 || ch[0].PTid != ptid+1 || len(ch[0].Changes) != 2 ||
+			ch[0].Changes[0] != (proto.CellChange{Partition: 1, NID: nid, State: proto.CellOutOfDate}) {
+			t.Fatalf("link %d: changes %+v", x, ch)
+		}
+	}
+	// Without new_nid partitions, or with a nid: refused.
+	for _, ri := range []*proto.RequestIdentification{
+		{NodeType: proto.Storage, ClusterName: "test", Extra: proto.Dict{{Key: "new_nid", Value: []proto.Value{}}}},
+		{NodeType: proto.Storage, NID: proto.NewNodeID(proto.Storage, 9), ClusterName: "test", Extra: proto.Dict{{Key: "new_nid", Value: []proto.Value{int64(0)}}}},
+	} {
+		l := h.connect(ri)
+		wantError(t, h.abortOf(l, h.take(l)), proto.ProtocolError, "")
+	}
+}
+
+// Another master is accepted as a secondary: it learns about masters only,
+// gets no partition table, and is DOWN when it leaves.
+func TestIdentifySecondaryMaster(t *testing.T) {
+	h := newHarness(t, 4, 0, 0)
+	storages, admin := h.startNewCluster(1)
+	ri := &proto.RequestIdentification{NodeType: proto.Master, Address: h.newAddr(), ClusterName: "test", Extra: proto.Dict{}}
+	m := h.connect(ri)
+	acts := h.expect(m, &proto.AcceptIdentification{}, &proto.NotifyNodeInformation{})
+	for _, x := range msgOf(acts[1]).(*proto.NotifyNodeInformation).Nodes {
+		if x.Type != proto.Master {
+			t.Fatalf("secondary told about %+v", x)
+		}
+	}
+	h.mustFind(storages[0], &proto.NotifyNodeInformation{})
+	h.mustFind(admin, &proto.NotifyNodeInformation{})
+	// It gets cluster states, not partition changes.
+	h.take(m)
+	h.request(admin, 1, &proto.SetNumReplicas{NumReplicas: 0})
+	if len(h.take(m)) != 0 {
+		t.Fatalf("secondary got partition changes")
+	}
+	h.take(storages[0])
+	h.step(EvLinkDown{Link: m})
+	a := h.mustFind(storages[0], &proto.NotifyNodeInformation{})
+	if st := msgOf(a).(*proto.NotifyNodeInformation).Nodes[0].State; st != proto.NodeDown {
+		t.Fatalf("lost secondary %v", st)
+	}
+}
