@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,9 @@ func parseDaemon(kind string, args []string, stderr io.Writer) (*daemonArgs, err
 		return nil, err
 	}
 	o, pos, err := config.Load(kind, rest, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
@@ -109,7 +113,7 @@ func runNode(ctx context.Context, log *slog.Logger, name string, run func(contex
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("stopping", "node", name)
+	log.Info("stopping the " + name)
 	t := time.NewTimer(nodeStopGrace)
 	defer t.Stop()
 	select {

@@ -193,8 +193,11 @@ func TestMainDispatch(t *testing.T) {
 		t.Errorf("bad flag value: code %d, stderr %q", code, errb.String())
 	}
 	errb.Reset()
-	if code := Main(ctx, "neoctl", []string{"-h"}, &out, &errb); code != 0 {
-		t.Errorf("neoctl -h: code %d", code)
+	for _, prog := range []string{"neoctl", "neomaster", "neostorage", "neoadmin", "neosimple"} {
+		errb.Reset()
+		if code := Main(ctx, prog, []string{"-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-c") && !strings.Contains(errb.String(), "-a") {
+			t.Errorf("%s -h: code %d, usage %q", prog, code, errb.String())
+		}
 	}
 }
 

@@ -16,6 +16,11 @@
 // --long value and --long=value, and neoctl takes -a ADMIN and NEO/py's
 // commands.
 //
+// Logs are text (log/slog) on standard error, or appended to the file of
+// -l/--logfile; --loglevel LEVEL (debug, info, warning, error) or -v
+// (debug) choose how much, in every command. The storage backend is SQLite
+// (--adapter SQLite; NEO/py's default adapter, MySQL, is not built in).
+//
 // A daemon runs until SIGINT or SIGTERM (then it stops and exits 0), until
 // it is told to stop by the cluster (neoctl kill, cluster STOPPING), or until
 // it fails (exit status 1). Usage errors exit with status 2.
