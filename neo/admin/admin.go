@@ -50,6 +50,12 @@ type Config struct {
 	// MonitorMaxLag is how many seconds a backup cluster may lag behind
 	// this one before the summary warns (--monitor-maxlag).
 	MonitorMaxLag float64
+	// MonitorEmail lists the recipients of e-mail notifications
+	// (--monitor-email); none: no e-mail.
+	MonitorEmail []string
+	SMTP         string // the SMTP server, HOST[:PORT] (--smtp); "": localhost
+	SMTPTLS      bool   // use STARTTLS (--smtp-tls)
+	SMTPAuth     string // USER:PASS to log in (--smtp-auth); "": none
 }
 
 // notConnected is NEO/py's answer to neoctl when there is no primary.
@@ -79,8 +85,14 @@ type Admin struct {
 	upstreamAddr   string           // the upstream cluster's admin, if this is a backup cluster
 	upstreamSignal chan struct{}    // upstreamAddr changed
 
+	mailSignal    chan struct{} // healthChanged, for the e-mail notifier
+	mailFailure   string        // why the last e-mail notification failed
+	emailFrom     string
+	everConnected bool // connected to a primary master once
+
 	onConnected    func()            // tests: called when serving neoctl with a new primary
 	onBackupReport func(name string) // tests: called when a backup admin's report is applied
+	onMail         func(error)       // tests: called after each e-mail delivery
 }
 
 // New checks cfg and binds the listener.
@@ -134,6 +146,10 @@ func New(ctx context.Context, cfg Config) (*Admin, error) {
 
 		healthSignal:   make(chan struct{}, 1),
 		upstreamSignal: make(chan struct{}, 1),
+		mailSignal:     make(chan struct{}, 1),
+	}
+	if len(cfg.MonitorEmail) > 0 {
+		a.emailFrom = emailFrom()
 	}
 	for _, name := range cfg.MonitorBackup {
 		if a.backup(name) == nil {
@@ -170,6 +186,9 @@ func (a *Admin) Run(ctx context.Context) error {
 	}()
 	wg.Go(func() { a.acceptLoop(ctx, &wg) })
 	wg.Go(func() { a.followUpstream(ctx) })
+	if len(a.cfg.MonitorEmail) > 0 {
+		wg.Go(func() { a.notifyByMail(ctx) })
+	}
 	for {
 		link, err := a.connectToPrimary(ctx)
 		if err != nil {
@@ -341,7 +360,9 @@ func (a *Admin) followPrimary(ctx context.Context, link *neonet.Link) {
 	}
 	a.mu.Lock()
 	a.master = link
+	a.everConnected = true
 	a.mu.Unlock()
+	a.healthChanged()
 	if a.onConnected != nil {
 		a.onConnected()
 	}

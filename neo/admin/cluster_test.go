@@ -10,6 +10,7 @@ import (
 
 	"github.com/neozodb/neo/neo/ctl"
 	"github.com/neozodb/neo/neo/internal/cluster"
+	"github.com/neozodb/neo/neo/proto"
 )
 
 // TestCluster drives a real cluster (master, storages, this admin) with
@@ -104,12 +105,32 @@ func TestCluster(t *testing.T) {
 		t.Errorf("partition table changed by a dry run:\nbefore:\n%s\nafter:\n%s", pt, after)
 	}
 
+	// Two copies of each partition: the tweak adds out-of-date cells,
+	// which replication then brings up to date.
+	if out := mustCtl("set", "replicas", "1"); out != "\n" {
+		t.Errorf("set replicas 1: %q", out)
+	}
+	if pt := mustCtl("print", "pt", "0", "1"); !regexp.MustCompile(`^# ptid: \d+, replicas: 1\n`).MatchString(pt) {
+		t.Errorf("print pt 0 1 after set replicas:\n%s", pt)
+	}
+	tweaked := mustCtl("tweak")
+	if !regexp.MustCompile(`^ {6}       10v\nS1 R [UO]{12}\nS2 R [UO]{12}\n$`).MatchString(tweaked) || strings.Count(tweaked, "O") != 12 {
+		t.Errorf("tweak:\n%s", tweaked)
+	}
+	if err := c.WaitState(ctx, func(proto.ClusterState, map[string]proto.NodeState) bool {
+		pt, err := neoctl("print", "pt")
+		return err == nil && strings.Count(pt, "U") == 24
+	}); err != nil {
+		t.Errorf("replication did not complete: %v", err)
+	}
+	mustCtl("flush_log")
+
 	ids := mustCtl("print", "ids")
 	if !regexp.MustCompile(`^last_oid = 0x[0-9a-f]+\nlast_tid = 0x[0-9a-f]+ \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?\)\nlast_ptid = \d+\n$`).MatchString(ids) {
 		t.Errorf("print ids:\n%s", ids)
 	}
 	summary := mustCtl("print", "summary")
-	if !regexp.MustCompile(`^# \{\}\nRUNNING; UP_TO_DATE=12; ltid=[0-9a-f]{16} \(.*\)\n$`).MatchString(summary) {
+	if !regexp.MustCompile(`^# \{\}\nRUNNING; UP_TO_DATE=24; ltid=[0-9a-f]{16} \(.*\)\n$`).MatchString(summary) {
 		t.Errorf("print summary:\n%s", summary)
 	}
 }

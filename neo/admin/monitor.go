@@ -88,8 +88,19 @@ func (a *Admin) healthLocked() health {
 // healthChanged tells the connection to an upstream admin, if any, that
 // this cluster's health may have changed.
 func (a *Admin) healthChanged() {
+	for _, c := range []chan struct{}{a.healthSignal, a.mailSignal} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// backupChanged tells the e-mail notifier that a backup cluster's health may
+// have changed.
+func (a *Admin) backupChanged() {
 	select {
-	case a.healthSignal <- struct{}{}:
+	case a.mailSignal <- struct{}{}:
 	default:
 	}
 }
@@ -141,6 +152,7 @@ func (a *Admin) acceptBackupAdmin(ctx context.Context, r *neonet.Request, ri *pr
 		a.mu.Lock()
 		*b = backupMonitor{name: b.name}
 		a.mu.Unlock()
+		a.backupChanged()
 	}()
 	if err := r.Reply(ctx, &proto.AcceptIdentification{NodeType: proto.Admin}); err != nil {
 		return
@@ -161,6 +173,7 @@ func (a *Admin) acceptBackupAdmin(ctx context.Context, r *neonet.Request, ri *pr
 				r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", err))
 				return
 			}
+			a.backupChanged()
 			if a.onBackupReport != nil {
 				a.onBackupReport(b.name)
 			}
@@ -274,42 +287,50 @@ func (a *Admin) lastIDs(ctx context.Context, l *neonet.Link, state proto.Cluster
 	return
 }
 
-// monitorInformation builds the answer to "neoctl print summary": this
-// cluster's health, then each monitored backup cluster's, with their
-// severities (problem: storages down or not operational; warning: cells
-// not all up to date, a backup not BACKINGUP or lagging more than
-// MonitorMaxLag).
-func (a *Admin) monitorInformation(ctx context.Context, master *neonet.Link) *proto.AnswerMonitorInformation {
+// monitorReport is the health of this cluster and of the monitored backup
+// clusters, as "neoctl print summary" and e-mails show it.
+type monitorReport struct {
+	own         health
+	ownSeverity int // 0 OK, 1 warning, 2 problem
+	body        string
+	severity    [3][]string     // backup cluster names by severity
+	backups     []backupMonitor // as they were
+}
+
+// buildReport builds the report, asking this cluster's master and the
+// operational backup clusters' admins for their last tid (or backup tid).
+// Severities: problem when storages are down or the cluster is not
+// operational; warning when cells are not all up to date, a backup
+// cluster is not BACKINGUP or lags more than MonitorMaxLag.
+func (a *Admin) buildReport(ctx context.Context, master *neonet.Link) *monitorReport {
 	mctx, cancel := context.WithTimeout(ctx, monitorTimeout)
 	defer cancel()
 
 	own := a.ownHealth()
-	body := own.text()
+	rep := &monitorReport{own: own, body: own.text()}
 	var upTime time.Time // the time of the upstream tid, for the lag
 	upTid := zodb.InvalidTid
 	if own.operational() {
 		if tid, _ := a.lastIDs(mctx, master, own.state.V); tid != zodb.InvalidTid {
-			body += fmt.Sprintf("; ltid=%016x (%s)", uint64(tid), ctl.TidDatetime(tid))
+			rep.body += fmt.Sprintf("; ltid=%016x (%s)", uint64(tid), ctl.TidDatetime(tid))
 			upTid, upTime = tid, ctl.TidTime(tid)
 		}
 	}
-	ownSeverity := 0
 	switch {
 	case own.down > 0 || !own.operational():
-		ownSeverity = 2
+		rep.ownSeverity = 2
 	case !own.allUpToDate():
-		ownSeverity = 1
+		rep.ownSeverity = 1
 	}
-	var severity [3][]proto.Opt[string]
 
 	a.mu.Lock()
-	backups := make([]backupMonitor, len(a.backups))
+	rep.backups = make([]backupMonitor, len(a.backups))
 	for i, b := range a.backups {
-		backups[i] = *b
+		rep.backups[i] = *b
 	}
 	a.mu.Unlock()
-	for i := range backups {
-		b := &backups[i]
+	for i := range rep.backups {
+		b := &rep.backups[i]
 		h := b.health
 		text := h.text()
 		if h.operational() && b.link != nil {
@@ -331,7 +352,7 @@ func (a *Admin) monitorInformation(ctx context.Context, master *neonet.Link) *pr
 				}
 			}
 		}
-		body += "\n\n" + b.name + "\n    " + text
+		rep.body += "\n\n" + b.name + "\n    " + text
 		s := 0
 		switch {
 		case h.down > 0 || !h.operational():
@@ -341,24 +362,42 @@ func (a *Admin) monitorInformation(ctx context.Context, master *neonet.Link) *pr
 		case b.lagging:
 			s = 1
 		}
-		severity[s] = append(severity[s], proto.Some(b.name))
+		rep.severity[s] = append(rep.severity[s], b.name)
 	}
 	a.mu.Lock()
-	for i := range backups {
-		if b := a.backups[i]; b.link == backups[i].link {
-			b.lagging = backups[i].lagging
+	for i := range rep.backups {
+		if b := a.backups[i]; b.link == rep.backups[i].link {
+			b.lagging = rep.backups[i].lagging
 		}
 	}
 	a.mu.Unlock()
+	return rep
+}
 
-	for _, s := range severity[1:] {
-		slices.SortFunc(s, func(x, y proto.Opt[string]) int { return strings.Compare(x.V, y.V) })
+// monitorInformation answers "neoctl print summary": the report, with this
+// cluster as nil in the lists of severities, and a failed e-mail
+// notification as a problem.
+func (a *Admin) monitorInformation(ctx context.Context, master *neonet.Link) *proto.AnswerMonitorInformation {
+	rep := a.buildReport(ctx, master)
+	a.mu.Lock()
+	failure := a.mailFailure
+	a.mu.Unlock()
+	if failure != "" {
+		rep.ownSeverity = 2
+		rep.body += failure
 	}
-	severity[ownSeverity] = slices.Insert(severity[ownSeverity], 0, proto.Opt[string]{})
+	var severity [3][]proto.Opt[string]
+	for s, names := range rep.severity {
+		names = slices.Sorted(slices.Values(names))
+		for _, n := range names {
+			severity[s] = append(severity[s], proto.Some(n))
+		}
+	}
+	severity[rep.ownSeverity] = slices.Insert(severity[rep.ownSeverity], 0, proto.Opt[string]{})
 	return &proto.AnswerMonitorInformation{
 		Warnings: append([]proto.Opt[string]{}, severity[1]...),
 		Problems: append([]proto.Opt[string]{}, severity[2]...),
-		Summary:  body,
+		Summary:  rep.body,
 	}
 }
 
