@@ -418,12 +418,17 @@ func TestSimple(t *testing.T) { testSimple(t, "127.0.0.1") }
 
 // TestSimpleIPv6 is TestSimple on the IPv6 loopback.
 func TestSimpleIPv6(t *testing.T) {
+	requireIPv6(t)
+	testSimple(t, "::1")
+}
+
+func requireIPv6(t *testing.T) {
+	t.Helper()
 	l, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
 		t.Skipf("no IPv6 loopback on this machine: %v", err)
 	}
 	l.Close()
-	testSimple(t, "::1")
 }
 
 // TestNodesAsProcesses runs each node in a process of its own, under
@@ -582,11 +587,19 @@ func TestDemo(t *testing.T) {
 
 // TestStopByNeoctl: neoctl set cluster STOPPING makes every node process
 // exit by itself with status 0 (a new cluster here started by --autostart,
-// and the nodes configured through neo.conf).
+// and the nodes configured through neo.conf), on IPv4 and IPv6.
 func TestStopByNeoctl(t *testing.T) {
+	t.Run("IPv4", func(t *testing.T) { testStopByNeoctl(t, "127.0.0.1") })
+	t.Run("IPv6", func(t *testing.T) {
+		requireIPv6(t)
+		testStopByNeoctl(t, "::1")
+	})
+}
+
+func testStopByNeoctl(t *testing.T, host string) {
 	dir := t.TempDir()
-	masterAddr := freeAddr(t, "127.0.0.1")
-	adminAddr := freeAddr(t, "127.0.0.1")
+	masterAddr := freeAddr(t, host)
+	adminAddr := freeAddr(t, host)
 	conf := filepath.Join(dir, "neo.conf")
 	err := os.WriteFile(conf, []byte(fmt.Sprintf(`[DEFAULT]
 cluster = conf
@@ -600,11 +613,11 @@ autostart = 1
 [storage]
 adapter = SQLite
 database = %s
-bind = 127.0.0.1
+bind = %s
 
 [admin]
 bind = %s
-`, masterAddr, masterAddr, filepath.Join(dir, "s.sqlite"), adminAddr)), 0o644)
+`, masterAddr, masterAddr, filepath.Join(dir, "s.sqlite"), net.JoinHostPort(host, "0"), adminAddr)), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -618,6 +631,14 @@ bind = %s
 		}
 		return strings.TrimSpace(out) == "RUNNING", out
 	})
+	nodes, err := ctlRun(t, adminAddr, "print", "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("neoctl print node:\n%s", nodes)
+	if n := len(parseNodes(nodes)); n != 3 {
+		t.Errorf("%d nodes, want master, storage and admin", n)
+	}
 	objs := objects{}
 	commitObjects(t, "neo://conf@"+masterAddr, objs, 5, "before stop")
 	if _, err := ctlRun(t, adminAddr, "set", "cluster", "STOPPING"); err != nil {
