@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -184,19 +185,29 @@ func (a *Admin) Run(ctx context.Context) error {
 		a.ln.Close()
 		wg.Wait()
 	}()
-	wg.Go(func() { a.acceptLoop(ctx, &wg) })
+	acceptErr := make(chan error, 1)
+	wg.Go(func() {
+		if err := a.acceptLoop(ctx, &wg); err != nil {
+			acceptErr <- err
+			cancel()
+		}
+	})
 	wg.Go(func() { a.followUpstream(ctx) })
 	if len(a.cfg.MonitorEmail) > 0 {
 		wg.Go(func() { a.notifyByMail(ctx) })
 	}
 	for {
 		link, err := a.connectToPrimary(ctx)
-		if err != nil {
-			return nil // ctx ended
+		if err == nil {
+			a.followPrimary(ctx, link)
 		}
-		a.followPrimary(ctx, link)
 		if ctx.Err() != nil {
-			return nil
+			select {
+			case err := <-acceptErr:
+				return err
+			default:
+				return nil
+			}
 		}
 		a.mu.Lock()
 		stopping := a.clusterState.Ok && a.clusterState.V == proto.ClusterStopping
@@ -290,7 +301,7 @@ func (a *Admin) notPrimary(ctx context.Context, link *neonet.Link) string {
 		a.mu.Lock()
 		for _, m := range npm.KnownMasters {
 			s := m.String()
-			if !containsString(a.knownMasters, s) {
+			if !slices.Contains(a.knownMasters, s) {
 				a.knownMasters = append(a.knownMasters, s)
 			}
 		}
@@ -313,15 +324,6 @@ func (a *Admin) backupNames() []string {
 		names = append(names, b.name)
 	}
 	return names
-}
-
-func containsString(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // followPrimary processes what the primary master sends until the link
@@ -396,6 +398,15 @@ func (a *Admin) handleMaster(ctx context.Context, r *neonet.Request) error {
 	case *proto.NotifyNodeInformation:
 		if err := a.nodes.update(m, a.pt); err != nil {
 			return err
+		}
+		// Masters named by the master are tried when looking for the
+		// primary again.
+		for _, n := range m.Nodes {
+			if n.Type == proto.Master && n.Addr.Ok && n.State != proto.NodeUnknown {
+				if s := n.Addr.V.String(); !slices.Contains(a.knownMasters, s) {
+					a.knownMasters = append(a.knownMasters, s)
+				}
+			}
 		}
 		a.healthChanged()
 	case *proto.SendPartitionTable:

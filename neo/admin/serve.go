@@ -3,19 +3,23 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
 )
 
-// acceptLoop accepts neoctl connections until ctx ends; wg owns the
-// goroutines serving them.
-func (a *Admin) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
+// acceptLoop accepts neoctl connections until ctx ends (nil) or the
+// listener fails (its error); wg owns the goroutines serving them.
+func (a *Admin) acceptLoop(ctx context.Context, wg *sync.WaitGroup) error {
 	for {
 		l, err := a.ln.Accept(ctx)
 		if err != nil {
-			return
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("admin: accepting connections: %w", err)
 		}
 		wg.Go(func() { a.serveNeoctl(ctx, l) })
 	}

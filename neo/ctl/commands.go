@@ -11,11 +11,11 @@ import (
 )
 
 // command is one neoctl command: its help and what it does. do returns the
-// text to print (print false: nothing, not even a newline).
+// text to print (show false: nothing, not even a newline).
 type command struct {
 	name string
 	help string // first line: summary; then parameters, indented
-	do   func(ctx context.Context, c *client, params []string) (out string, print bool, err error)
+	do   func(ctx context.Context, c *client, params []string) (out string, show bool, err error)
 	sub  []*command
 }
 

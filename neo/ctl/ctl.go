@@ -44,11 +44,11 @@ func Run(ctx context.Context, addr string, tlsConf *tls.Config, args []string, s
 	}
 	c := &client{addr: withDefaultPort(addr), tls: tlsConf}
 	defer c.close()
-	out, print, err := execute(ctx, c, args)
+	out, show, err := execute(ctx, c, args)
 	if err != nil {
 		return err
 	}
-	if print {
+	if show {
 		if _, err := io.WriteString(stdout, out+"\n"); err != nil {
 			return err
 		}

@@ -470,8 +470,6 @@ func TestNotConnected(t *testing.T) {
 
 func TestConnectionClosed(t *testing.T) {
 	// The admin closes the connection without answering.
-	addr := fakeAdmin(t, []exchange{{req: &proto.AskClusterState{}, ans: proto.Err(proto.Ack, ""), abort: true}})
-	_ = addr
 	ctx := context.Background()
 	ln, err := neonet.Listen(ctx, "127.0.0.1:0", nil)
 	if err != nil {
@@ -493,10 +491,16 @@ func TestConnectionClosed(t *testing.T) {
 	if err == nil || err.Error() != "ERROR: Connection closed" {
 		t.Fatalf("got %v, want ERROR: Connection closed", err)
 	}
-	// The fake admin above is used too: an ACK where an answer is expected.
-	err = Run(ctx, addr, nil, []string{"print", "cluster"}, &bytes.Buffer{})
-	if err == nil || !strings.Contains(err.Error(), "unexpected answer") {
-		t.Fatalf("got %v, want an unexpected answer error", err)
+}
+
+func TestUnexpectedAnswer(t *testing.T) {
+	// (An answer of the wrong type is a protocol error: the link is closed.)
+	for _, ans := range []proto.Msg{proto.Err(proto.Ack, "x"), proto.Err(proto.OidNotFound, "x")} {
+		addr := fakeAdmin(t, []exchange{{req: &proto.AskPrimary{}, ans: ans}})
+		err := Run(context.Background(), addr, nil, []string{"print", "primary"}, &bytes.Buffer{})
+		if err == nil || !strings.HasPrefix(err.Error(), "unexpected answer") {
+			t.Errorf("%T: got %v, want an unexpected answer error", ans, err)
+		}
 	}
 }
 
