@@ -368,13 +368,29 @@ func readURL(t *testing.T, r io.Reader, p *proc) (string, *bufio.Scanner) {
 	return "", nil
 }
 
-func testSimple(t *testing.T, host string) {
-	data := t.TempDir()
+// simpleProc runs neo simple and returns the URL it printed.
+func simpleProc(t *testing.T, name string, args ...string) (*proc, string, <-chan string) {
+	t.Helper()
 	pr, pw := io.Pipe()
-	p := startWithStdout(t, "neo-simple", "neo", pw, "simple", "--cluster", "ptest", "--bind", net.JoinHostPort(host, "0"),
-		"--data", data, "--partitions", "4", "--replicas", "1", "s1", "s2")
+	p := startWithStdout(t, name, "neo", pw, append([]string{"simple"}, args...)...)
 	go func() { <-p.done; pw.Close() }()
 	url, sc := readURL(t, pr, p)
+	rest := make(chan string, 1) // what it prints after the URL
+	go func() {
+		var b strings.Builder
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+		}
+		rest <- b.String()
+	}()
+	return p, url, rest
+}
+
+func testSimple(t *testing.T, host string) {
+	data := t.TempDir()
+	args := []string{"--cluster", "ptest", "--bind", net.JoinHostPort(host, "0"),
+		"--data", data, "--partitions", "4", "--replicas", "1", "s1", "s2"}
+	p, url, rest := simpleProc(t, "neo-simple", args...)
 	prefix := "neo://ptest@" + net.JoinHostPort(host, "")
 	if !strings.HasPrefix(url, prefix) {
 		t.Fatalf("URL %q, want %sPORT", url, prefix)
@@ -398,18 +414,17 @@ func testSimple(t *testing.T, host string) {
 		}
 		db.Close()
 	}
-	rest := make(chan string, 1)
-	go func() {
-		var b strings.Builder
-		for sc.Scan() {
-			b.WriteString(sc.Text() + "\n")
-		}
-		rest <- b.String()
-	}()
 	p.stopWith(syscall.SIGTERM)
 	if extra := <-rest; extra != "" {
 		t.Errorf("neo simple printed more than its URL on stdout: %q", extra)
 	}
+
+	// The same databases again: the cluster comes back with its data.
+	p, url, _ = simpleProc(t, "neo-simple-again", args...)
+	checkObjects(t, url, objs)
+	commitObjects(t, url, objs, 10, "third")
+	checkObjects(t, url, objs)
+	p.stopWith(syscall.SIGINT)
 }
 
 // TestSimple starts neo simple with two storages holding every partition

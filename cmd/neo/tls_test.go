@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -72,12 +71,8 @@ func writeTLSFiles(t *testing.T) (ca, cert, key string) {
 // over TLS.
 func TestSimpleTLS(t *testing.T) {
 	ca, cert, key := writeTLSFiles(t)
-	pr, pw := io.Pipe()
-	p := startWithStdout(t, "neo-simple-tls", "neo", pw, "simple", "--cluster", "tls", "--data", t.TempDir(),
+	p, url, _ := simpleProc(t, "neo-simple-tls", "--cluster", "tls", "--data", t.TempDir(),
 		"--ca", ca, "--cert", cert, "--key", key, "s1")
-	go func() { <-p.done; pw.Close() }()
-	url, _ := readURL(t, pr, p)
-	go io.Copy(io.Discard, pr)
 	if !strings.HasPrefix(url, "neo://tls@127.0.0.1:") || !strings.Contains(url, "?ca=") {
 		t.Fatalf("URL %q: want neo://tls@127.0.0.1:PORT?ca=...&cert=...&key=...", url)
 	}
