@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/neozodb/neo/neo/proto"
@@ -87,8 +86,7 @@ type Link struct {
 	queue    []*Request       // received requests and notifications
 	qhead    int              // first live element of queue
 	qbytes   int              // cost of queue[qhead:]
-	qwake    chan struct{}    // (cap 1) signalled when the queue gets an item
-	qspace   chan struct{}    // (cap 1) signalled when the queue drops below its limit
+	qwake    chan struct{}    // (cap 1) signalled when the queue gets an item, or to take the read turn
 	queued   uint64           // requests and notifications queued since the start
 	taken    uint64           // ... and taken by Recv
 	handled  uint64           // ... and handled: Recv was called again after taking them
@@ -96,27 +94,50 @@ type Link struct {
 	err      error            // why the link is down; nil while up
 	down     chan struct{}    // closed when the link goes down
 	isDown   atomic.Bool      // err != nil, readable without mu
+	aborting bool             // down by an abort: the reader lingers
 
-	// Owned by the reader goroutine (and by the handshake before it starts).
+	// The read turn (see read.go).
+	rbusy    bool          // taken
+	turnGen  uint64        // incremented when given back
+	kicked   bool          // the holder's reads were made to fail (its context ended)
+	rwait    []*Call       // calls waiting for their answer, which may take the turn
+	recvWait int           // Recv calls waiting, which may take the turn
+	rerr     error         // why reading ended: the turn is the link goroutine's
+	bgwake   chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
+	idle     *time.Timer   // wakes the link's goroutine to read when nobody does
+	kick     func()        // kickRead
+	answered uint64        // answers dispatched
+
+	lingering   chan struct{} // closed by lingerClose
+	lingerUntil time.Time     // end of the lingering of an abort
+
+	// Owned by the holder of the read turn (and by the handshake before
+	// the link's goroutine starts).
 	buf     []byte // read buffer; buf[r:w] is not yet parsed
 	r, w    int
 	scan    scanner
-	offset  int64 // stream offset of buf[r] (after the handshake)
+	offset  int64   // stream offset of buf[r] (after the handshake)
+	big     *pktBuf // a big packet being read (see readBig)
+	bigW    int     // bytes of big received
 	reading chan struct{}
 }
 
 func newLink(conn, raw net.Conn) *Link {
-	return &Link{
-		conn:    conn,
-		raw:     raw,
-		wsem:    make(chan struct{}, 1),
-		pending: make(map[uint32]*Call),
-		qwake:   make(chan struct{}, 1),
-		qspace:  make(chan struct{}, 1),
-		down:    make(chan struct{}),
-		reading: make(chan struct{}),
-		buf:     make([]byte, readBufSize),
+	l := &Link{
+		conn:      conn,
+		raw:       raw,
+		wsem:      make(chan struct{}, 1),
+		pending:   make(map[uint32]*Call),
+		qwake:     make(chan struct{}, 1),
+		down:      make(chan struct{}),
+		bgwake:    make(chan struct{}, 1),
+		idle:      time.NewTimer(readIdle),
+		lingering: make(chan struct{}),
+		reading:   make(chan struct{}),
+		buf:       make([]byte, readBufSize),
 	}
+	l.kick = l.kickRead // made once: registering it with a context allocates less
+	return l
 }
 
 // LocalAddr returns the local network address.
@@ -173,6 +194,10 @@ func (l *Link) shutdown(cause error, aborting bool) bool {
 		// NEO/py processes nothing more on an aborted connection.
 		clear(l.queue)
 		l.queue, l.qhead, l.qbytes = l.queue[:0], 0, 0
+		l.aborting = true
+		// A read in progress ends now (the socket stays open while the
+		// abort lingers); the link's goroutine then reads on, to linger.
+		l.raw.SetReadDeadline(time.Unix(1, 0))
 	}
 	close(l.down)
 	if l.progress != nil {
@@ -318,6 +343,7 @@ type Call struct {
 	id        uint32
 	reqCode   uint16
 	done      chan struct{} // (cap 1) signalled when answer or err is set
+	turn      chan struct{} // (cap 1) signalled when the read turn may be taken
 	answer    Msg
 	buf       *pktBuf // memory answer was decoded in, if any
 	err       error
@@ -326,7 +352,18 @@ type Call struct {
 	waited    bool   // Wait returned
 }
 
-var callPool = sync.Pool{New: func() any { return &Call{done: make(chan struct{}, 1)} }}
+var callPool = sync.Pool{New: func() any {
+	return &Call{done: make(chan struct{}, 1), turn: make(chan struct{}, 1)}
+}}
+
+// reset clears c for reuse.
+func (c *Call) reset() {
+	*c = Call{done: c.done, turn: c.turn}
+	select {
+	case <-c.turn:
+	default:
+	}
+}
 
 // MsgID returns the message id of the request.
 func (c *Call) MsgID() uint32 { return c.id }
@@ -342,7 +379,7 @@ func (l *Link) Ask(ctx context.Context, req Msg) (Msg, error) {
 	}
 	answer, err := c.wait(ctx)
 	if !c.abandoned {
-		*c = Call{done: c.done}
+		c.reset()
 		callPool.Put(c)
 	}
 	return answer, err
@@ -421,27 +458,56 @@ func (c *Call) Release() {
 	if c.buf != nil {
 		putBuf(c.buf)
 	}
-	*c = Call{done: c.done}
+	c.reset()
 	callPool.Put(c)
 }
 
 func (c *Call) wait(ctx context.Context) (Msg, error) {
 	c.waited = true
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		l := c.link
+	l := c.link
+	offered := false // c was offered the read turn
+	for {
 		l.mu.Lock()
-		if l.pending[c.id] == c {
-			// Keep the id reserved, so that a late answer is not taken for
-			// a protocol violation.
-			c.abandoned = true
+		if l.pending[c.id] != c {
+			if offered {
+				l.wakeReader()
+			}
 			l.mu.Unlock()
-			return nil, fmt.Errorf("ask %s (msg id %d): %w", codeName(c.reqCode), c.id, ctx.Err())
+			break // the answer or the link's failure is being delivered
 		}
+		if l.takeTurn() {
+			l.mu.Unlock()
+			offered = false
+			if err := l.readTurn(ctx, c.answeredLocked); err != nil {
+				if c.abandon() {
+					return nil, fmt.Errorf("ask %s (msg id %d): %w", codeName(c.reqCode), c.id, err)
+				}
+				break
+			}
+			continue
+		}
+		l.rwait = append(l.rwait, c)
 		l.mu.Unlock()
-		<-c.done // the answer or the link's failure is being delivered
+		var err error
+		select {
+		case <-c.done:
+			c.done <- struct{}{} // taken again below
+		case <-c.turn:
+			offered = true
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		l.mu.Lock()
+		c.unwait()
+		l.mu.Unlock()
+		if err != nil {
+			if c.abandon() {
+				return nil, fmt.Errorf("ask %s (msg id %d): %w", codeName(c.reqCode), c.id, err)
+			}
+			break
+		}
 	}
+	<-c.done
 	if c.err != nil {
 		return nil, fmt.Errorf("ask %s (msg id %d): %w", codeName(c.reqCode), c.id, c.err)
 	}
@@ -449,6 +515,39 @@ func (c *Call) wait(ctx context.Context) (Msg, error) {
 		return nil, fmt.Errorf("ask %s (msg id %d): peer answered: %w", codeName(c.reqCode), c.id, e)
 	}
 	return c.answer, nil
+}
+
+// answeredLocked tells whether the answer (or the link's failure) is being
+// delivered to c. Called with l.mu held.
+func (c *Call) answeredLocked() bool { return c.link.pending[c.id] != c }
+
+// unwait takes c off the calls waiting for the read turn, and offers the
+// turn to another one if c was offered it meanwhile. Called with l.mu held.
+func (c *Call) unwait() {
+	l := c.link
+	if i := slices.Index(l.rwait, c); i >= 0 {
+		l.rwait = slices.Delete(l.rwait, i, i+1)
+	}
+	select {
+	case <-c.turn:
+		l.wakeReader()
+	default:
+	}
+}
+
+// abandon gives up waiting for the answer, if it is still to come: the id
+// stays reserved, so that a late answer is not taken for a protocol
+// violation. It returns false if the answer (or the link's failure) is
+// being delivered.
+func (c *Call) abandon() bool {
+	l := c.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending[c.id] != c {
+		return false
+	}
+	c.abandoned = true
+	return true
 }
 
 // Sync is a barrier: it pings the peer and returns once every packet the
@@ -470,7 +569,7 @@ func (l *Link) Sync(ctx context.Context) error {
 	_, err := c.wait(ctx)
 	seq := c.seq
 	if !c.abandoned {
-		*c = Call{done: c.done}
+		c.reset()
 		callPool.Put(c)
 	}
 	if err != nil {
@@ -581,7 +680,14 @@ func (l *Link) lingerClose() {
 			cw.CloseWrite()
 		}
 	}
-	l.raw.SetReadDeadline(time.Now().Add(abortLinger))
+	l.mu.Lock()
+	select {
+	case <-l.lingering:
+	default:
+		l.lingerUntil = time.Now().Add(abortLinger)
+		close(l.lingering)
+	}
+	l.mu.Unlock()
 }
 
 // Recv returns the next request or notification received from the peer,
@@ -611,15 +717,11 @@ func (l *Link) Recv(ctx context.Context) (*Request, error) {
 			}
 			wasFull := l.qbytes >= queueLimit
 			l.qbytes -= r.cost
-			freed := wasFull && l.qbytes < queueLimit
+			if wasFull && l.qbytes < queueLimit || !l.rbusy && l.recvWait > 0 {
+				l.wakeReader()
+			}
 			l.taken++
 			l.mu.Unlock()
-			if freed {
-				select {
-				case l.qspace <- struct{}{}:
-				default:
-				}
-			}
 			if r.Msg.MsgCode() == proto.CodePing {
 				err := r.Reply(ctx, pong)
 				r.Release()
@@ -635,369 +737,33 @@ func (l *Link) Recv(ctx context.Context) (*Request, error) {
 			l.mu.Unlock()
 			return nil, fmt.Errorf("recv: %w", err)
 		}
+		if l.takeTurn() {
+			l.mu.Unlock()
+			if err := l.readTurn(ctx, l.queueReady); err != nil {
+				return nil, fmt.Errorf("recv: %w", err)
+			}
+			continue
+		}
+		l.recvWait++
 		l.mu.Unlock()
+		var err error
 		select {
 		case <-l.qwake:
 		case <-l.down:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("recv: %w", ctx.Err())
+			err = ctx.Err()
 		}
-	}
-}
-
-// enqueue adds r for Recv, waiting while the queue is over its limit.
-func (l *Link) enqueue(r *Request) error {
-	for {
 		l.mu.Lock()
-		if l.err != nil {
+		l.recvWait--
+		if err != nil {
+			l.wakeReader() // in case the turn was offered to this call
 			l.mu.Unlock()
-			return nil // down: the reader stops on its next read
-		}
-		if l.qbytes < queueLimit {
-			l.queue = append(l.queue, r)
-			l.qbytes += r.cost
-			l.queued++
-			l.mu.Unlock()
-			select {
-			case l.qwake <- struct{}{}:
-			default:
-			}
-			return nil
+			return nil, fmt.Errorf("recv: %w", err)
 		}
 		l.mu.Unlock()
-		select {
-		case <-l.qspace:
-		case <-l.down:
-		}
 	}
 }
 
-// reader is the link's goroutine: it parses the stream and hands packets
-// over, until the link goes down.
-func (l *Link) reader() {
-	defer close(l.reading)
-	err := l.readPackets()
-	var perr *ProtocolError
-	if errors.As(err, &perr) && l.shutdown(err, true) {
-		l.sendAbortError(perr.msgID, perr.What)
-		l.lingerClose()
-		l.discardInput()
-		l.raw.Close()
-		return
-	}
-	if errors.Is(err, io.EOF) {
-		err = ErrPeerClosed
-	}
-	if !l.shutdown(err, false) {
-		// Aborting (or closed): read until the peer closes, then close.
-		l.discardInput()
-		l.raw.Close()
-	}
-}
-
-// sendAbortError sends Error(PROTOCOL_ERROR, what) before an abort the
-// link decided itself. The link is already down for its users.
-func (l *Link) sendAbortError(msgID uint32, what string) {
-	t := time.NewTimer(abortWriteWait)
-	defer t.Stop()
-	select {
-	case l.wsem <- struct{}{}:
-	case <-t.C:
-		return
-	}
-	l.raw.SetWriteDeadline(time.Now().Add(abortWriteWait))
-	l.conn.Write(l.encode(msgID, &proto.Error{Code: proto.ProtocolError, Message: what}))
-	<-l.wsem
-}
-
-func (l *Link) discardInput() {
-	var b [4096]byte
-	for {
-		if _, err := l.conn.Read(b[:]); err != nil {
-			return
-		}
-	}
-}
-
-// readPackets reads and dispatches packets until an error.
-func (l *Link) readPackets() error {
-	for {
-		for {
-			n, err := l.scan.next(l.buf[l.r:l.w])
-			if err == errIncomplete {
-				if l.w-l.r >= MaxPacketSize {
-					return &MalformedError{Offset: l.offset, What: fmt.Sprintf("packet larger than the %d-byte limit", MaxPacketSize)}
-				}
-				break
-			}
-			if err != nil {
-				return &MalformedError{Offset: l.offset, What: err.Error()}
-			}
-			p := l.buf[l.r : l.r+n]
-			l.r += n
-			if err := l.dispatch(p, nil); err != nil {
-				return err
-			}
-			l.offset += int64(n)
-		}
-		if need := l.scan.need; need >= bigPacket && need+bigSlack <= 2*(l.w-l.r)+bigAhead {
-			if err := l.readBig(); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := l.fill(); err != nil {
-			return err
-		}
-	}
-}
-
-const (
-	// bigPacket is the size from which a packet is read into memory of its
-	// own rather than into the shared read buffer: the bytes of a big
-	// packet (typically object data) then come from the kernel straight
-	// into the memory the decoded message keeps, with no second copy. Only
-	// what came with the packet's header, in the shared buffer, is copied:
-	// a read into an empty shared buffer takes at most bigPacket bytes.
-	bigPacket = 8 << 10
-	// bigSlack is read past the end of what a big packet is known to need,
-	// so that its last small elements come with its bulk in one read.
-	// What is read past the packet is moved back to the shared buffer.
-	bigSlack = 512
-	// bigAhead bounds how much is allocated for a big packet beyond twice
-	// what was received of it: a header announcing a big byte string costs
-	// no more memory than the peer actually sends (within a factor of two).
-	// A packet announcing more is first received into the shared buffer,
-	// as any packet, until it may have memory of its own.
-	bigAhead = 256 << 10
-)
-
-// bigSize returns the size to allocate for a big packet of which have
-// bytes were received and at least need bytes are announced, and the most
-// memory that allocation may take. The first allocation (grow false) is for
-// need. When more is needed and the end of the packet is not announced far
-// ahead (it goes on with many small elements), the size grows by half at
-// least, so that a long packet is not copied over and over.
-func bigSize(have, need int, grow bool) (size, limit int) {
-	n := need + bigSlack
-	if grow && need-have < bigPacket {
-		n = max(n, have+have/2)
-	}
-	limit = max(have+1, min(2*have+bigAhead, MaxPacketSize+bigSlack))
-	return max(have+1, min(n, limit)), limit
-}
-
-// readBig reads the rest of the packet at buf[r:w], whose scanner needs at
-// least bigPacket bytes, into memory of its own, and dispatches it decoded
-// in place: the message keeps that memory. What is read past the packet
-// goes back to the (then empty) shared buffer.
-func (l *Link) readBig() error {
-	have := l.w - l.r
-	pb := getBuf(bigSize(have, l.scan.need, false))
-	w := copy(pb.b, l.buf[l.r:l.w])
-	l.r, l.w = 0, 0
-	for {
-		pkt := pb.b
-		n, err := l.scan.next(pkt[:w])
-		if err == errIncomplete {
-			if w >= MaxPacketSize {
-				putBuf(pb)
-				return &MalformedError{Offset: l.offset, What: fmt.Sprintf("packet larger than the %d-byte limit", MaxPacketSize)}
-			}
-			if w == len(pkt) || l.scan.need > len(pkt) && len(pkt)-w < bigPacket {
-				npb := getBuf(bigSize(w, l.scan.need, true))
-				copy(npb.b, pkt[:w])
-				putBuf(pb)
-				pb, pkt = npb, npb.b
-			}
-			m, err := l.conn.Read(pkt[w:])
-			w += m
-			if m == 0 {
-				putBuf(pb)
-				return readError(err, true)
-			}
-			continue
-		}
-		if err != nil {
-			putBuf(pb)
-			return &MalformedError{Offset: l.offset, What: err.Error()}
-		}
-		if w-n > len(l.buf) {
-			l.buf = make([]byte, w-n) // shrunk again by fill once parsed
-		}
-		l.w = copy(l.buf, pkt[n:w])
-		// The message keeps pb if it was asked for about the packet's
-		// size; otherwise (pb grew by half) it gets a copy of the packet
-		// in memory of the right size, and pb is reused.
-		if len(pkt)-n <= bigSlack+n/8 {
-			err = l.dispatch(pkt[:n:n], pb)
-		} else {
-			err = l.dispatch(pkt[:n:n], nil)
-			putBuf(pb)
-		}
-		if err != nil {
-			return err
-		}
-		l.offset += int64(n)
-		return nil
-	}
-}
-
-// fill reads more bytes: at least one, as many as come.
-//
-// The buffer grows (doubling) only when one incomplete packet fills it, so
-// its size follows what the peer actually sent, not what a packet header
-// announces.
-func (l *Link) fill() error {
-	if l.r == l.w { // everything parsed: start over at the beginning
-		l.r, l.w = 0, 0
-		if len(l.buf) > 4*readBufSize {
-			l.buf = make([]byte, readBufSize) // after an exceptional packet
-		}
-	}
-	if l.w == len(l.buf) {
-		have := l.w - l.r
-		if l.r == 0 {
-			nbuf := make([]byte, 2*len(l.buf))
-			copy(nbuf, l.buf[:have])
-			l.buf = nbuf
-		} else {
-			copy(l.buf, l.buf[l.r:l.w])
-		}
-		l.r, l.w = 0, have
-	}
-	end := len(l.buf)
-	if l.r == l.w {
-		end = min(end, bigPacket) // see bigPacket
-	}
-	n, err := l.conn.Read(l.buf[l.w:end])
-	l.w += n
-	if n > 0 {
-		return nil
-	}
-	return readError(err, l.r != l.w)
-}
-
-// readError returns the error to report for a read that returned no bytes
-// and err, midPacket telling whether a packet was partly received.
-func readError(err error, midPacket bool) error {
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	if err == io.EOF {
-		if midPacket {
-			return fmt.Errorf("%w in the middle of a packet", io.ErrUnexpectedEOF)
-		}
-		return io.EOF
-	}
-	if errors.Is(err, syscall.ECONNRESET) {
-		return fmt.Errorf("%w (%w)", ErrPeerClosed, err)
-	}
-	return fmt.Errorf("read: %w", err)
-}
-
-// dispatch hands one packet over: an answer to its Ask, anything else to
-// the queue for Recv. With pb, p lies in memory of the packet's own, which
-// the decoded message may point into, and which dispatch takes over;
-// otherwise p is in the shared read buffer.
-func (l *Link) dispatch(p []byte, pb *pktBuf) error {
-	if l.isDown.Load() {
-		if pb != nil {
-			putBuf(pb)
-		}
-		return nil // aborting: discard
-	}
-	h, err := parseHeader(p)
-	if err != nil {
-		if pb != nil {
-			putBuf(pb)
-		}
-		return &MalformedError{Offset: l.offset, What: err.Error()}
-	}
-	if h.code&proto.AnswerBit == 0 || h.code == proto.CodeError && !l.isPending(h.msgID) {
-		m, pb, err := l.decode(h, p, pb)
-		if err != nil {
-			return err
-		}
-		r := requestPool.Get().(*Request)
-		*r = Request{MsgID: h.msgID, Msg: m, link: l, buf: pb, cost: queueItemCost + len(p)}
-		return l.enqueue(r)
-	}
-	l.mu.Lock()
-	c := l.pending[h.msgID]
-	if c == nil {
-		l.mu.Unlock()
-		if pb != nil {
-			putBuf(pb)
-		}
-		return &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x with msg id %d answers no request", h.code, h.msgID), msgID: h.msgID}
-	}
-	delete(l.pending, h.msgID)
-	c.seq = l.queued
-	abandoned := c.abandoned
-	l.mu.Unlock()
-	if abandoned {
-		if pb != nil {
-			putBuf(pb)
-		}
-		return nil
-	}
-	if h.code != proto.CodeError && h.code != c.reqCode|proto.AnswerBit {
-		if pb != nil {
-			putBuf(pb)
-		}
-		c.err = &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x to request 0x%04x", h.code, c.reqCode), msgID: h.msgID}
-		c.done <- struct{}{}
-		return c.err
-	}
-	m, pb, err := l.decode(h, p, pb)
-	if err != nil {
-		c.err = err
-		c.done <- struct{}{}
-		return err
-	}
-	c.answer, c.buf = m, pb
-	c.done <- struct{}{}
-	return nil
-}
-
-func (l *Link) isPending(id uint32) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, ok := l.pending[id]
-	return ok
-}
-
-// decode decodes the packet p, of header h. A message that may hold byte
-// strings is decoded in place, in memory of the packet's own: pb, if p lies
-// there, or else a copy of p; it is returned with the message (nil for
-// other messages), to be released with it. decode takes pb over.
-func (l *Link) decode(h header, p []byte, pb *pktBuf) (Msg, *pktBuf, error) {
-	m, holdsBytes, err := getMsg(h.code)
-	if err == nil {
-		switch {
-		case !holdsBytes:
-			if pb != nil {
-				putBuf(pb) // (a big packet of no byte strings: many small elements)
-				pb = nil
-			}
-			err = m.DecodeArgs(h.args)
-		case pb != nil:
-			err = proto.DecodeArgsNoCopy(m, h.args)
-		default:
-			pb = getBuf(len(p), classSize(classOf(len(p))))
-			copy(pb.b, p)
-			err = proto.DecodeArgsNoCopy(m, pb.b[len(p)-len(h.args):])
-		}
-		if err != nil {
-			putMsg(m)
-			if pb != nil {
-				putBuf(pb)
-			}
-		}
-	}
-	if err != nil {
-		return nil, nil, &MalformedError{Offset: l.offset, What: fmt.Sprintf("msg id %d: %v", h.msgID, err)}
-	}
-	return m, pb, nil
-}
+// queueReady tells whether Recv has something to return. Called with l.mu
+// held.
+func (l *Link) queueReady() bool { return l.qhead < len(l.queue) }
