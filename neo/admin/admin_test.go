@@ -718,3 +718,21 @@ func TestPyFloat(t *testing.T) {
 		}
 	}
 }
+
+// TestMasterCycle: masters that cannot be reached are skipped; the admin
+// proposes its configured id.
+func TestMasterCycle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	dead := newFakeMaster(t)
+	deadAddr := dead.addr()
+	dead.ln.Close()
+	m := newFakeMaster(t)
+	a5 := proto.NewNodeID(proto.Admin, 5)
+	startAdminConfig(t, Config{Masters: []string{deadAddr, m.addr()}, NodeID: a5})
+	_, r := m.accept(ctx)
+	ri, ok := r.Msg.(*proto.RequestIdentification)
+	if !ok || ri.NID != a5 {
+		t.Fatalf("identification: %s", packetString(r.Msg))
+	}
+}
