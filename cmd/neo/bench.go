@@ -236,6 +236,18 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 			per, b.size, lat, float64(b.commits)/d.Seconds(), float64(b.commits*per)/d.Seconds(), ph)
 	}
 
+	// Commits from several clients at once, each of one new object.
+	const committers = 8
+	each := max(1, b.commits/committers)
+	t0 = time.Now()
+	plat, err := parallelCommits(ctx, open, committers, each, payload)
+	if err != nil {
+		return err
+	}
+	d = time.Since(t0)
+	fmt.Fprintf(w, "commit 1 new object of %d B, %d parallel clients: %v, %.0f transactions/s\n",
+		b.size, committers, plat, float64(committers*each)/d.Seconds())
+
 	// loadBefore: the revision before the current one, with a fresh client.
 	if err := fresh(); err != nil {
 		return err
@@ -319,6 +331,60 @@ func commit(ctx context.Context, stor *zodb.Storage, objs map[zodb.Oid][]byte, s
 	tid, err := txn.Finish(ctx)
 	lap(&ph.finish)
 	return tid, err
+}
+
+// parallelCommits runs nc clients committing n transactions each, of one
+// new object, and returns the latencies of all commits.
+func parallelCommits(ctx context.Context, open func() (*zodb.Storage, error), nc, n int, payload func() []byte) (latencies, error) {
+	stors := make([]*zodb.Storage, nc)
+	defer func() {
+		for _, s := range stors {
+			if s != nil {
+				s.Close()
+			}
+		}
+	}()
+	for i := range stors {
+		s, err := open()
+		if err != nil {
+			return nil, err
+		}
+		stors[i] = s
+	}
+	data := make([][]byte, nc) // payload is not safe for concurrent use
+	for i := range data {
+		data[i] = payload()
+	}
+	lats := make([]latencies, nc)
+	errs := make([]error, nc)
+	var wg sync.WaitGroup
+	for i, s := range stors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				t := time.Now()
+				oid, err := s.NewOid(ctx)
+				if err == nil {
+					_, err = commit(ctx, s, map[zodb.Oid][]byte{oid: data[i]}, nil, nil)
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("parallel commit: %w", err)
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t))
+			}
+		}()
+	}
+	wg.Wait()
+	var all latencies
+	for i := range nc {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		all = append(all, lats[i]...)
+	}
+	return all, nil
 }
 
 // parallelLoads runs nc clients loading distinct objects for b.duration

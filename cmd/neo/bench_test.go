@@ -31,11 +31,12 @@ func TestBenchMem(t *testing.T) {
 		"load, serial, uncached by the client (second read): median ",
 		"commit 1 object(s) of 100 B: median ",
 		"commit 10 object(s) of 100 B: median ",
+		"commit 1 new object of 100 B, 8 parallel clients: median ",
 		"loadBefore, serial, uncached: median ",
 		"load, 1 parallel client(s): ",
 		"load, 4 parallel client(s): ",
 		"load, 16 parallel client(s): ",
-		"read all (iteration): 520 records",
+		"read all (iteration): 536 records",
 		"ratio load/raw (medians, second read): ",
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
