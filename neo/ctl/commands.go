@@ -100,10 +100,10 @@ Ask every node of the cluster to flush its log (only the primary
 masters of backup clusters).`},
 }
 
-const tidSyntax = "The syntax of « TID » arguments is either tid:<integer>" +
-	" (case insensitive) for a TID or <float> for a UNIX timestamp," +
-	" e.g. 'tid:257684787499560686', 'tid:0x3937af2eeeeeeee' or" +
-	" '1325421296' for 2012-01-01 12:34:56 UTC."
+const tidSyntax = "TID arguments are either tid:<integer> (any case; decimal, or" +
+	" 0x, 0o, 0b prefixed) for a tid, or <float> for a Unix timestamp, e.g." +
+	" 'tid:257684787499560686', 'tid:0x3937af2eeeeeeee' or '1325421296'" +
+	" (2012-01-01 12:34:56 UTC)."
 
 // usage is the text neoctl prints when given no command.
 func usage() string {

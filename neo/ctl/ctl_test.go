@@ -516,7 +516,7 @@ func TestUsage(t *testing.T) {
 		"\nset\n  cluster\n", "\n  replicas\n", "\ncheck\n", "\nstart\n", "\nadd\n",
 		"\ntweak\n", "\ndrop\n", "\nkill\n", "\nprune_orphan\n", "\ntruncate\n", "\nflush_log\n",
 		"    Parameters: [min [max [node]]]\n      min: ",
-		"or '1325421296' for 2012-01-01 12:34:56 UTC.\n",
+		"or '1325421296' (2012-01-01 12:34:56 UTC).\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("usage lacks %q:\n%s", want, s)
