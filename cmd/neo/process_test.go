@@ -663,3 +663,20 @@ bind = %s
 	s.requireExit0()
 	a.requireExit0()
 }
+
+// TestSimpleStoppedByNeoctl: neo simple ends with status 0 when its
+// cluster is stopped through its admin node.
+func TestSimpleStoppedByNeoctl(t *testing.T) {
+	adminAddr := freeAddr(t, "127.0.0.1")
+	p, url, _ := simpleProc(t, "neo-simple", "--admin", adminAddr, "--data", t.TempDir(), "s1", "s2")
+	objs := objects{}
+	commitObjects(t, url, objs, 5, "before stop")
+	out, err := ctlRun(t, adminAddr, "print", "cluster")
+	if err != nil || strings.TrimSpace(out) != "RUNNING" {
+		t.Fatalf("neoctl print cluster: %q, %v", out, err)
+	}
+	if _, err := ctlRun(t, adminAddr, "set", "cluster", "STOPPING"); err != nil {
+		t.Fatal(err)
+	}
+	p.requireExit0()
+}

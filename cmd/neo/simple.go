@@ -27,7 +27,8 @@ import (
 // simpleArgs is the command line of neo simple.
 type simpleArgs struct {
 	cluster    string
-	bind       string // first master's address; the other nodes use its host
+	bind       string // the master's address; the other nodes use its host
+	adminBind  string // the admin's address ("": port 0 on bind's host)
 	data       string // directory of the databases; "" for a temporary one
 	partitions int
 	replicas   int
@@ -39,14 +40,16 @@ type simpleArgs struct {
 	log        logFlags
 }
 
-const simpleUsage = `[--cluster NAME] [--bind HOST:PORT] [--data DIR] [--partitions N] [--replicas N] [--masters N] [STORAGE...]
+const simpleUsage = `[--cluster NAME] [--bind HOST:PORT] [--admin HOST:PORT] [--data DIR] [--partitions N] [--replicas N] [--masters N] [STORAGE...]
 
-Runs a whole NEO cluster in this process: the master(s), one storage node per
+Runs a whole NEO cluster in this process: a master, one storage node per
 STORAGE name (database DIR/STORAGE.sqlite; default: one storage named
-"storage"), and an admin node. Once the cluster is RUNNING it prints its URL,
+"storage"), and an admin node. A new cluster starts by itself once every
+storage is there. Once the cluster is RUNNING it prints its URL,
 neo://NAME@HOST:PORT, as the only line on standard output (logs go to
 standard error), and serves until SIGINT or SIGTERM, when it stops the
-cluster (STOPPING) and exits.
+cluster (STOPPING) and exits; also when the cluster is stopped otherwise
+(neoctl -a ADMIN set cluster STOPPING).
 `
 
 func parseSimple(e *env, args []string) (*simpleArgs, error) {
@@ -58,6 +61,7 @@ func parseSimple(e *env, args []string) (*simpleArgs, error) {
 	fs := newFlagSet(e, simpleUsage)
 	fs.StringVar(&s.cluster, "cluster", "neo", "cluster name")
 	fs.StringVar(&s.bind, "bind", "127.0.0.1:0", "address of the (first) master; port 0 picks a free one")
+	fs.StringVar(&s.adminBind, "admin", "", "address of the admin node, for neoctl -a (default: a free port on the host of --bind)")
 	fs.StringVar(&s.data, "data", "", "directory of the storage databases (default: a temporary directory, removed at exit)")
 	fs.IntVar(&s.partitions, "partitions", master.DefaultPartitions, "number of partitions")
 	fs.IntVar(&s.replicas, "replicas", 0, "number of extra copies of each partition")
@@ -77,6 +81,11 @@ func parseSimple(e *env, args []string) (*simpleArgs, error) {
 	}
 	if s.bind, err = config.ParseAddress(s.bind, 0); err != nil {
 		return nil, usagef("--bind: %s", err)
+	}
+	if s.adminBind != "" {
+		if s.adminBind, err = config.ParseAddress(s.adminBind, 0); err != nil {
+			return nil, usagef("--admin: %s", err)
+		}
 	}
 	if s.partitions <= 0 || s.replicas < 0 || s.masters <= 0 {
 		return nil, usagef("--partitions and --masters must be positive, --replicas not negative")
@@ -204,9 +213,13 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 		}
 		c.storages = append(c.storages, st)
 	}
+	adminBind := s.adminBind
+	if adminBind == "" {
+		adminBind = anyPort
+	}
 	c.admin, err = admin.New(ctx, admin.Config{
 		Cluster: s.cluster,
-		Bind:    anyPort,
+		Bind:    adminBind,
 		Masters: masterAddrs,
 		TLS:     c.tls,
 		Logger:  log,
@@ -394,8 +407,10 @@ func runSimple(ctx context.Context, e *env, args []string) error {
 		select {
 		case <-ctx.Done():
 		case err = <-c.errs:
+			// A node ended: it failed, or the cluster was told to stop
+			// (neoctl set cluster STOPPING): stop the others.
 			if err == nil {
-				err = errors.New("a node stopped by itself")
+				log.Info("a node stopped by itself: stopping the cluster")
 			}
 			c.errs <- nil // stop counts every node
 		}
