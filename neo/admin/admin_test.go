@@ -156,7 +156,9 @@ func startAdmin(t *testing.T, masters ...string) *testAdmin {
 	return startAdminConfig(t, Config{Masters: masters})
 }
 
-func startAdminConfig(t *testing.T, cfg Config) *testAdmin {
+// startAdminConfig starts an admin; setup functions run before Run (to set
+// test hooks).
+func startAdminConfig(t *testing.T, cfg Config, setup ...func(*Admin)) *testAdmin {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if cfg.Cluster == "" {
@@ -170,6 +172,9 @@ func startAdminConfig(t *testing.T, cfg Config) *testAdmin {
 	}
 	ta := &testAdmin{Admin: a, connected: make(chan struct{}, 8), runErr: make(chan error, 1), cancel: cancel}
 	a.onConnected = func() { ta.connected <- struct{}{} }
+	for _, f := range setup {
+		f(a)
+	}
 	go func() { ta.runErr <- a.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -621,9 +626,9 @@ func TestMonitorBackup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	mUp, mBackup := newFakeMaster(t), newFakeMaster(t)
-	up := startAdminConfig(t, Config{Masters: []string{mUp.addr()}, MonitorBackup: []string{"backup1", "backup0"}, MonitorMaxLag: 10})
 	reports := make(chan string, 16)
-	up.onBackupReport = func(name string) { reports <- name }
+	up := startAdminConfig(t, Config{Masters: []string{mUp.addr()}, MonitorBackup: []string{"backup1", "backup0"}, MonitorMaxLag: 10},
+		func(a *Admin) { a.onBackupReport = func(name string) { reports <- name } })
 	backup := startAdminConfig(t, Config{Cluster: "backup1", Masters: []string{mBackup.addr()}})
 
 	// Nothing connected yet.

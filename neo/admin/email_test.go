@@ -103,10 +103,10 @@ func TestEmail(t *testing.T) {
 	t.Setenv("EMAIL", "neo@example.org")
 	smtpd := startSMTP(t)
 	m := newFakeMaster(t)
-	ta := startAdminConfig(t, Config{Masters: []string{m.addr()},
-		MonitorEmail: []string{"ops@example.org", "dev@example.org"}, SMTP: smtpd.ln.Addr().String()})
 	results := make(chan error, 16)
-	ta.onMail = func(err error) { results <- err }
+	ta := startAdminConfig(t, Config{Masters: []string{m.addr()},
+		MonitorEmail: []string{"ops@example.org", "dev@example.org"}, SMTP: smtpd.ln.Addr().String()},
+		func(a *Admin) { a.onMail = func(err error) { results <- err } })
 
 	mc, r := m.accept(ctx)
 	identify(t, ctx, ta, mc, r, testNodes(m.addr(), ta), [][]proto.CellInfo{upToDate(s1), upToDate(s1)}, proto.ClusterRunning)
