@@ -67,11 +67,12 @@ func writeTLSFiles(t *testing.T) (ca, cert, key string) {
 }
 
 // TestSimpleTLS runs neo simple with TLS between all nodes: the URL it
-// prints carries the files, and the Go client commits and reads through it
-// over TLS.
+// prints carries the files, the Go client commits and reads through it,
+// and neoctl talks to the admin with the same files.
 func TestSimpleTLS(t *testing.T) {
 	ca, cert, key := writeTLSFiles(t)
-	p, url, _ := simpleProc(t, "neo-simple-tls", "--cluster", "tls", "--data", t.TempDir(),
+	adminAddr := freeAddr(t, "127.0.0.1")
+	p, url, _ := simpleProc(t, "neo-simple-tls", "--cluster", "tls", "--data", t.TempDir(), "--admin", adminAddr,
 		"--ca", ca, "--cert", cert, "--key", key, "s1")
 	if !strings.HasPrefix(url, "neo://tls@127.0.0.1:") || !strings.Contains(url, "?ca=") {
 		t.Fatalf("URL %q: want neo://tls@127.0.0.1:PORT?ca=...&cert=...&key=...", url)
@@ -79,5 +80,13 @@ func TestSimpleTLS(t *testing.T) {
 	objs := objects{}
 	commitObjects(t, url, objs, 10, "over TLS")
 	checkObjects(t, url, objs)
+	// neoctl with the TLS files, and without.
+	out, err := ctlRun(t, adminAddr, "--ca", ca, "--cert="+cert, "--key", key, "print", "cluster")
+	if err != nil || strings.TrimSpace(out) != "RUNNING" {
+		t.Errorf("neoctl over TLS: %q, %v", out, err)
+	}
+	if out, err := ctlRun(t, adminAddr, "print", "cluster"); err == nil {
+		t.Errorf("neoctl without TLS got an answer: %q", out)
+	}
 	p.stopWith(syscall.SIGTERM)
 }
