@@ -48,11 +48,20 @@ type EvStop struct{}
 // EvTick lets the core see time pass when nothing else happens.
 type EvTick struct{}
 
+// EvDialed ends a connection attempt asked with ActDial: Link is the new
+// link (0 when Err tells why it failed).
+type EvDialed struct {
+	Tag  uint64
+	Link LinkID
+	Err  error
+}
+
 func (EvRecv) isEvent()     {}
 func (EvAnswer) isEvent()   {}
 func (EvLinkDown) isEvent() {}
 func (EvStop) isEvent()     {}
 func (EvTick) isEvent()     {}
+func (EvDialed) isEvent()   {}
 
 // Action is what the core asks the network layer to do: one of the Act*
 // types. Actions on one link must be carried out in the order given.
@@ -92,6 +101,12 @@ type ActClose struct {
 	Link LinkID
 }
 
+// ActDial connects to another master; EvDialed with Tag tells the result.
+type ActDial struct {
+	Addr string
+	Tag  uint64
+}
+
 // ActStopListening closes the listener: no new link comes.
 type ActStopListening struct{}
 
@@ -107,6 +122,7 @@ func (ActAsk) isAction()           {}
 func (ActAbort) isAction()         {}
 func (ActClose) isAction()         {}
 func (ActStopListening) isAction() {}
+func (ActDial) isAction()          {}
 func (ActExit) isAction()          {}
 
 // coreConfig is what the core needs of the master's configuration.
@@ -127,6 +143,9 @@ type peer struct {
 	node    *node // nil until identified
 	asking  int   // requests sent on it and not answered yet
 	closing bool  // aborted or closed by us: ignore what still comes
+	// outgoing: a link this master opened to another master (node is
+	// that master, identified or not yet)
+	outgoing bool
 }
 
 // ask is a request sent by the core, waiting for its answer.
@@ -156,8 +175,9 @@ type delayedRequest struct {
 //     NotifyPartitionChanges sent (pt.Table.Commit);
 //   - committed tids only grow, and a final tid is ≡ its ttid mod np.
 type Core struct {
-	cfg coreConfig
-	log *slog.Logger
+	cfg     coreConfig
+	log     *slog.Logger
+	baseLog *slog.Logger // log without the node id
 
 	now      time.Time // time of the event being handled
 	lastMono float64   // last value of monotonicTime
@@ -181,6 +201,15 @@ type Core struct {
 
 	rec *recovery
 	ver *verification
+
+	// election and secondary role (election.go)
+	role         int
+	electionTS   float64 // when this master last entered the primary role
+	primary      *node   // secondary: the master believed primary
+	primaryLink  LinkID  // secondary: the link to it (0: none yet)
+	primaryTried map[proto.Address]bool
+	dials        map[uint64]*node // connection attempts in progress, by tag
+	dialing      map[*node]bool
 
 	// service
 	tm             *txnManager
@@ -217,7 +246,10 @@ func newCore(cfg coreConfig, now time.Time) *Core {
 		startingSet: map[proto.NodeID]bool{},
 		ptExtra:     map[proto.NodeID]bool{},
 		packs:       newPackManager(),
+		dials:       map[uint64]*node{},
+		dialing:     map[*node]bool{},
 	}
+	c.baseLog = logger
 	c.tm = newTxnManager(c)
 	for _, a := range cfg.Masters {
 		if a == cfg.Addr || c.nodeByAddr(a) != nil {
@@ -232,7 +264,8 @@ func newCore(cfg coreConfig, now time.Time) *Core {
 		c.self.nid = c.newNodeID(proto.NoNode, c.self.addr, proto.Master)
 	}
 	c.self.state = proto.NodeRunning
-	c.log = c.log.With("nid", c.self.nid.String())
+	c.log = c.baseLog.With("nid", c.self.nid.String())
+	c.electionTS = c.monotonicTime()
 	c.startRecovery()
 	return c
 }
@@ -261,13 +294,18 @@ func (c *Core) Step(now time.Time, ev Event) []Action {
 	case EvLinkDown:
 		c.linkDown(ev.Link)
 	case EvStop:
-		if c.state != proto.ClusterStopping {
+		if c.role == roleSecondary {
+			c.exit()
+		} else if c.state != proto.ClusterStopping {
 			c.log.Info("stop requested")
 			c.beginShutdown()
 		}
 	case EvTick:
+	case EvDialed:
+		c.dialed(ev)
 	}
 	c.progress()
+	c.electionDial()
 	return c.flush()
 }
 
@@ -280,7 +318,7 @@ func (c *Core) flush() []Action {
 // progress advances the phase that waits for conditions (recovery,
 // verification, shutdown) until nothing more can be done now.
 func (c *Core) progress() {
-	for !c.exiting {
+	for !c.exiting && c.role == rolePrimary {
 		switch {
 		case c.state == proto.ClusterRecovering && c.rec != nil:
 			if !c.recoveryCheck() {
@@ -386,8 +424,16 @@ func (c *Core) recv(ev EvRecv) {
 	if p.closing {
 		return
 	}
+	if p.outgoing {
+		c.fromMaster(p, ev)
+		return
+	}
 	if p.node == nil {
 		if ri, ok := ev.Msg.(*proto.RequestIdentification); ok {
+			if c.role == roleSecondary {
+				c.secondaryIdentify(p, ev.MsgID, ri)
+				return
+			}
 			c.identify(p, ev.MsgID, ri)
 			return
 		}
@@ -494,6 +540,15 @@ func (c *Core) answer(ev EvAnswer) {
 		return
 	}
 	n := p.node
+	if p.outgoing {
+		if m, ok := ev.Msg.(*proto.AcceptIdentification); ok {
+			c.outgoingAccepted(p, m)
+		} else {
+			c.log.Info("master refused identification", "addr", n.addr, "answer", fmt.Sprintf("%v", ev.Msg))
+			c.closeLink(ev.Link)
+		}
+		return
+	}
 	if e, ok := ev.Msg.(*proto.Error); ok {
 		c.log.Warn("error answer", "node", n.nid, "code", e.Code, "message", e.Message)
 		if e.Code == proto.ProtocolError || e.Code == proto.NotReady {
@@ -527,6 +582,10 @@ func (c *Core) linkDown(l LinkID) {
 		if a.link == l {
 			delete(c.asks, tag)
 		}
+	}
+	if p.outgoing && p.node != nil {
+		c.outgoingDown(p)
+		return
 	}
 	n := p.node
 	if n == nil || n.link != l {

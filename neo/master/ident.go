@@ -111,10 +111,17 @@ func (c *Core) identify(p *peer, msgID uint32, ri *proto.RequestIdentification) 
 			state = proto.NodeDown
 		}
 	case proto.Master:
-		// Election is not implemented: a master is always accepted as
-		// a secondary.
-		if c.state == proto.ClusterRecovering && ri.IDTimestamp.Ok {
-			c.log.Warn("master identifying with an election timestamp accepted as secondary", "addr", ri.Address)
+		if c.electing() && ri.IDTimestamp.Ok && ri.Address.Ok &&
+			lessElection(ri.IDTimestamp.V, ri.Address.V, c.electionTS, c.cfg.Addr) {
+			// The peer entered the primary role first: it wins, and
+			// this request is not answered.
+			primary := byAddr
+			if primary == nil {
+				primary = &node{typ: proto.Master, addr: ri.Address, state: proto.NodeDown}
+				c.nodes = append(c.nodes, primary)
+			}
+			c.becomeSecondary(primary, 0)
+			return
 		}
 	case proto.Admin:
 	default:

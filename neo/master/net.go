@@ -52,6 +52,7 @@ type server struct {
 	m      *Master
 	ctx    context.Context // ends when Run must return at once
 	events chan Event
+	dialer *neonet.Dialer
 	wg     sync.WaitGroup
 	nextID atomic.Uint64
 
@@ -73,20 +74,47 @@ func (s *server) acceptLoop() {
 		if err != nil {
 			return
 		}
-		nl := &netLink{
-			id:       LinkID(s.nextID.Add(1)),
-			link:     l,
-			wake:     make(chan struct{}, 1),
-			requests: map[uint32]*neonet.Request{},
-		}
-		s.mu.Lock()
-		s.links[nl.id] = nl
-		s.mu.Unlock()
+		nl := s.newLink(l)
 		s.m.log.Debug("link accepted", "link", nl.id, "remote", l.RemoteAddr())
 		s.wg.Add(2)
 		go s.readLoop(nl)
 		go s.writeLoop(nl)
 	}
+}
+
+// dialTimeout bounds a connection attempt to another master.
+const dialTimeout = 10 * time.Second
+
+// dial connects to another master for the core.
+func (s *server) dial(a ActDial) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
+	defer cancel()
+	l, err := s.dialer.Dial(ctx, a.Addr)
+	if err != nil {
+		s.post(EvDialed{Tag: a.Tag, Err: err})
+		return
+	}
+	nl := s.newLink(l)
+	// The reader starts after the core learnt about the link, so that
+	// what comes on it follows EvDialed.
+	s.post(EvDialed{Tag: a.Tag, Link: nl.id})
+	s.wg.Add(2)
+	go s.readLoop(nl)
+	go s.writeLoop(nl)
+}
+
+func (s *server) newLink(l *neonet.Link) *netLink {
+	nl := &netLink{
+		id:       LinkID(s.nextID.Add(1)),
+		link:     l,
+		wake:     make(chan struct{}, 1),
+		requests: map[uint32]*neonet.Request{},
+	}
+	s.mu.Lock()
+	s.links[nl.id] = nl
+	s.mu.Unlock()
+	return nl
 }
 
 func (s *server) readLoop(nl *netLink) {
@@ -225,6 +253,9 @@ func (s *server) apply(actions []Action) (exit bool, exitErr error) {
 			s.toLink(a.Link, a)
 		case ActClose:
 			s.toLink(a.Link, a)
+		case ActDial:
+			s.wg.Add(1)
+			go s.dial(a)
 		case ActStopListening:
 			s.m.ln.Close()
 		case ActExit:
@@ -250,10 +281,11 @@ func (s *server) toLink(id LinkID, a Action) bool {
 // returning.
 func (m *Master) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
-	s := &server{m: m, ctx: runCtx, events: make(chan Event, 256), links: map[LinkID]*netLink{}}
+	s := &server{m: m, ctx: runCtx, events: make(chan Event, 256), links: map[LinkID]*netLink{},
+		dialer: &neonet.Dialer{TLS: m.cfg.TLS, Net: m.cfg.Net, ConnectLimit: neonet.ConnectLimit}}
 	core := newCore(m.ccfg, time.Now())
 	m.log = m.log.With("nid", core.NodeID().String())
-	m.log.Info("primary master", "addr", m.Addr(), "cluster", m.cfg.Cluster)
+	m.log.Info("master", "addr", m.Addr(), "cluster", m.cfg.Cluster)
 
 	s.wg.Add(1)
 	go s.acceptLoop()
