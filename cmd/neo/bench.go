@@ -21,7 +21,17 @@ const benchUsage = `[-n OBJECTS] [--size BYTES] [--commits N] [--samples N] [--d
 Measures a running storage (a neo:// cluster, or any URL zodb.Open takes)
 through the Go client, after filling it with OBJECTS new objects, and prints
 one line per figure. A raw TCP ping-pong on loopback is measured in the same
-run as the physical reference.
+run as the physical reference. It writes OBJECTS objects and more: run it
+against a scratch cluster (neo simple), not one holding data you care about.
+
+Figures: latency (median, p99) of serial loads of objects the client never
+read, twice (first and second read of each object, each time with a new
+client), of commits of 1 and 10 objects (with the time spent in each commit
+phase), of commits from 8 clients at once and of loadBefore (the revision
+before the current one); loads per second of 1, 4 and 16 clients loading
+distinct objects in parallel for --duration; records per second of an
+iteration over the whole database; and the ratio of the load latency to the
+raw round trip.
 `
 
 // benchArgs is the command line of neo bench.
