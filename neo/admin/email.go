@@ -30,12 +30,11 @@ const smtpTimeout = 60 * time.Second
 
 // mailState is what the notifier remembers between two checks.
 type mailState struct {
-	sent     bool              // a check has been done since the start
-	own      health            // this cluster's health at the last check
-	backups  map[string]health // and the backup clusters'
-	lagging  map[string]bool
-	failure  string // why the last notification could not be sent; "" if it was
-	failedAt string
+	sent    bool              // a check has been done since the start
+	own     health            // this cluster's health at the last check
+	backups map[string]health // and the backup clusters'
+	lagging map[string]bool
+	failure string // why the last notification could not be sent; "" if it was
 }
 
 // emailFrom is NEO/py's sender: $EMAIL, else user@host.
