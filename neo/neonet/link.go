@@ -63,8 +63,9 @@ const (
 // peer's requests and notifications for Recv.
 //
 // Ask, Notify, Recv, Request.Reply and Close may be called from any
-// goroutine. A link has one goroutine of its own, the reader, which Close
-// waits for.
+// goroutine. The connection is read by the goroutines waiting in Recv or
+// for answers, in turn, and by the link's own goroutine while nobody
+// waits; Close waits for that goroutine.
 //
 // The owner of a link must keep calling Recv until it fails (or Close the
 // link): received requests and notifications wait in a bounded queue, and
@@ -97,16 +98,16 @@ type Link struct {
 	aborting bool             // down by an abort: the reader lingers
 
 	// The read turn (see read.go).
-	rbusy    bool          // taken
-	turnGen  uint64        // incremented when given back
-	kicked   bool          // the holder's reads were made to fail (its context ended)
-	rwait    []*Call       // calls waiting for their answer, which may take the turn
-	recvWait int           // Recv calls waiting, which may take the turn
-	rerr     error         // why reading ended: the turn is the link goroutine's
-	bgwake   chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
-	idle     *time.Timer   // wakes the link's goroutine to read when nobody does
-	kick     func()        // kickRead
-	answered uint64        // answers dispatched
+	rbusy     bool          // taken
+	turnGen   uint64        // incremented when given back
+	kicked    bool          // the holder's reads were made to fail (its context ended)
+	rwait     []*Call       // calls waiting for their answer, which may take the turn
+	recvWait  int           // Recv calls waiting, which may take the turn
+	rerr      error         // why reading ended: the turn is the link goroutine's
+	bgwake    chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
+	idle      *time.Timer   // wakes the link's goroutine to read when nobody does
+	kick      func()        // kickRead
+	delivered uint64        // answers, and requests to a waiting Recv, dispatched
 
 	lingering   chan struct{} // closed by lingerClose
 	lingerUntil time.Time     // end of the lingering of an abort

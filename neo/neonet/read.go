@@ -217,14 +217,14 @@ func (l *Link) readIdleTurns() error {
 		l.rbusy = true
 		l.mu.Unlock()
 		for {
-			answered := l.answered
+			delivered := l.delivered
 			err := l.step()
 			l.mu.Lock()
 			if err != nil || l.err != nil {
 				l.mu.Unlock()
 				return err
 			}
-			if l.answered != answered || len(l.rwait) > 0 || l.recvWait > 0 || l.qbytes >= queueLimit {
+			if l.delivered != delivered || len(l.rwait) > 0 || l.recvWait > 0 || l.qbytes >= queueLimit {
 				// Someone is waiting, or will be soon: let it read.
 				l.giveTurn()
 				l.mu.Unlock()
@@ -280,6 +280,9 @@ func (l *Link) enqueue(r *Request) {
 	l.queue = append(l.queue, r)
 	l.qbytes += r.cost
 	l.queued++
+	if l.recvWait > 0 {
+		l.delivered++
+	}
 	l.mu.Unlock()
 	select {
 	case l.qwake <- struct{}{}:
@@ -523,7 +526,7 @@ func (l *Link) dispatch(p []byte, pb *pktBuf) error {
 		return &ProtocolError{What: fmt.Sprintf("Unexpected answer: packet 0x%04x with msg id %d answers no request", h.code, h.msgID), msgID: h.msgID}
 	}
 	delete(l.pending, h.msgID)
-	l.answered++
+	l.delivered++
 	c.seq = l.queued
 	abandoned := c.abandoned
 	l.mu.Unlock()
