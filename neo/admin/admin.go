@@ -16,6 +16,15 @@
 // primary master every request is refused with Error(NOT_READY, "Not
 // connected to a primary master.") and the connection closed, as NEO/py's
 // admin does.
+//
+// The admin also watches the cluster's health (see monitor.go): "neoctl
+// print summary" reports it, together with the health of the backup
+// clusters whose admins report to this one (Config.MonitorBackup); when
+// this cluster is itself a backup, the admin reports to the upstream
+// cluster's admin; with Config.MonitorEmail, changes are mailed (email.go).
+//
+// Files: admin.go (the node, the master connection), state.go (the node
+// list), serve.go (neoctl requests), monitor.go, email.go.
 package admin
 
 import (
