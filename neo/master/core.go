@@ -276,9 +276,12 @@ func (c *Core) NodeID() proto.NodeID { return c.self.nid }
 // ClusterState returns the current cluster state.
 func (c *Core) ClusterState() proto.ClusterState { return c.state }
 
-// Start returns the actions of the initial state (none today; for
-// symmetry with Step).
-func (c *Core) Start() []Action { return c.flush() }
+// Start returns the actions of the initial state: connecting to the other
+// masters, if any.
+func (c *Core) Start() []Action {
+	c.electionDial()
+	return c.flush()
+}
 
 // Step handles one event at time now and returns the resulting actions.
 func (c *Core) Step(now time.Time, ev Event) []Action {

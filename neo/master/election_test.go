@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -190,3 +191,160 @@ func TestElectionStop(t *testing.T) {
 		}
 	}
 }
+
+func newHarnessWithMasters(t *testing.T, masters ...proto.Address) *harness {
+	t.Helper()
+	h := &harness{t: t, now: testEpoch, pending: map[LinkID][]Action{}, nextPort: 20000}
+	h.c = newCore(coreConfig{
+		Cluster:    "test",
+		Addr:       proto.Address{Host: "127.0.0.1", Port: 10000},
+		Masters:    masters,
+		Partitions: 2,
+		Logger:     quietLogger(),
+	}, h.now)
+	h.collect(h.c.Start())
+	return h
+}
+
+func (h *harness) takeDial() ActDial {
+	h.t.Helper()
+	for i, a := range h.global {
+		if d, ok := a.(ActDial); ok {
+			h.global = append(h.global[:i:i], h.global[i+1:]...)
+			return d
+		}
+	}
+	h.t.Fatalf("no dial among %v", h.global)
+	return ActDial{}
+}
+
+func TestCoreElection(t *testing.T) {
+	m2 := proto.Address{Host: "127.0.0.1", Port: 10001}
+	m3 := proto.Address{Host: "127.0.0.1", Port: 10002}
+
+	t.Run("peer accepts: it is primary", func(t *testing.T) {
+		h := newHarnessWithMasters(t, m2)
+		d := h.takeDial()
+		if d.Addr != m2.String() {
+			t.Fatalf("dial %v", d.Addr)
+		}
+		h.nextLink++
+		l := h.nextLink
+		h.step(EvDialed{Tag: d.Tag, Link: l})
+		a := h.mustFind(l, &proto.RequestIdentification{}).(ActAsk)
+		ri := a.Msg.(*proto.RequestIdentification)
+		if ri.NodeType != proto.Master || !ri.IDTimestamp.Ok || ri.IDTimestamp.V != h.c.electionTS || ri.Address != proto.Some(h.c.cfg.Addr) {
+			t.Fatalf("identification %+v", ri)
+		}
+		h.take(l)
+		h.step(EvAnswer{Link: l, Tag: a.Tag, Msg: &proto.AcceptIdentification{NodeType: proto.Master, NID: proto.NewNodeID(proto.Master, 1), YourNID: proto.NewNodeID(proto.Master, 2)}})
+		if h.c.role != roleSecondary || h.c.NodeID() != proto.NewNodeID(proto.Master, 2) {
+			t.Fatalf("role %v nid %v", h.c.role, h.c.NodeID())
+		}
+		// Everyone else is redirected to the primary.
+		cl := h.connect(clientRI())
+		acts := h.take(cl)
+		npm := msgOf(h.abortOf(cl, acts)).(*proto.NotPrimaryMaster)
+		if i := int(npm.Primary); i <= 0 || i >= len(npm.KnownMasters) || npm.KnownMasters[i] != m2 {
+			t.Fatalf("redirect %+v", npm)
+		}
+		// The primary's node list and cluster state are followed; told
+		// DOWN, the secondary stops.
+		h.step(EvRecv{Link: l, MsgID: 5, Msg: &proto.NotifyClusterInformation{State: proto.ClusterRunning}})
+		if h.c.ClusterState() != proto.ClusterRunning {
+			t.Fatalf("state %v", h.c.ClusterState())
+		}
+		h.step(EvRecv{Link: l, MsgID: 6, Msg: &proto.NotifyNodeInformation{Timestamp: 1, Nodes: []proto.NodeInfo{
+			{Type: proto.Master, Addr: proto.Some(h.c.cfg.Addr), NID: h.c.NodeID(), State: proto.NodeDown}}}})
+		if len(h.global) == 0 {
+			t.Fatalf("secondary told DOWN did not exit")
+		}
+		if _, ok := h.global[len(h.global)-1].(ActExit); !ok {
+			t.Fatalf("actions %v", h.global)
+		}
+	})
+
+	t.Run("earlier peer wins", func(t *testing.T) {
+		h := newHarnessWithMasters(t, m2)
+		d0 := h.takeDial()
+		ri := &proto.RequestIdentification{NodeType: proto.Master, Address: proto.Some(m2), ClusterName: "test",
+			IDTimestamp: proto.Some(h.c.electionTS - 1), Extra: proto.Dict{}}
+		l := h.connect(ri)
+		acts := h.take(l)
+		if len(acts) != 1 || actionName(acts[0]) != "close" {
+			t.Fatalf("challenger's link: %v, want closed unanswered", acts)
+		}
+		if h.c.role != roleSecondary {
+			t.Fatalf("still primary")
+		}
+		// The connection attempt started for the election is used to
+		// identify with the primary, without timestamp.
+		h.nextLink++
+		h.step(EvDialed{Tag: d0.Tag, Link: h.nextLink})
+		a := h.mustFind(h.nextLink, &proto.RequestIdentification{}).(ActAsk)
+		if a.Msg.(*proto.RequestIdentification).IDTimestamp.Ok {
+			t.Fatalf("secondary identifies with a timestamp")
+		}
+	})
+
+	t.Run("later peer is accepted as secondary", func(t *testing.T) {
+		h := newHarnessWithMasters(t, m2)
+		h.takeDial()
+		ri := &proto.RequestIdentification{NodeType: proto.Master, Address: proto.Some(m2), ClusterName: "test",
+			IDTimestamp: proto.Some(h.c.electionTS + 1), Extra: proto.Dict{}}
+		l := h.connect(ri)
+		h.expect(l, &proto.AcceptIdentification{}, &proto.NotifyNodeInformation{})
+		if h.c.role != rolePrimary {
+			t.Fatalf("not primary")
+		}
+		// Equal timestamps: the smaller address wins.
+		if !lessElection(1, proto.Address{Host: "127.0.0.1", Port: 1}, 1, proto.Address{Host: "127.0.0.1", Port: 2}) {
+			t.Fatalf("address order")
+		}
+	})
+
+	t.Run("primary lost: retry, then others, then primary again", func(t *testing.T) {
+		h := newHarnessWithMasters(t, m2, m3)
+		// m3 is not reachable; m2 wins by accepting our identification.
+		var d ActDial
+		for range 2 {
+			x := h.takeDial()
+			if x.Addr == m2.String() {
+				d = x
+			} else {
+				h.step(EvDialed{Tag: x.Tag, Err: errTest})
+			}
+		}
+		if d.Addr != m2.String() {
+			t.Fatalf("no dial to m2")
+		}
+		h.nextLink++
+		l := h.nextLink
+		h.step(EvDialed{Tag: d.Tag, Link: l})
+		a := h.mustFind(l, &proto.RequestIdentification{}).(ActAsk)
+		h.step(EvAnswer{Link: l, Tag: a.Tag, Msg: &proto.AcceptIdentification{NodeType: proto.Master, NID: proto.NewNodeID(proto.Master, 1), YourNID: proto.NewNodeID(proto.Master, 3)}})
+		h.step(EvLinkDown{Link: l})
+		dials := map[string]ActDial{}
+		for _, a := range h.global {
+			if d, ok := a.(ActDial); ok {
+				dials[d.Addr] = d
+			}
+		}
+		h.global = nil
+		// The same primary is retried; m3 was still being tried for the
+		// election.
+		if _, ok := dials[m2.String()]; !ok {
+			t.Fatalf("dials %v: no retry of the primary", dials)
+		}
+		h.step(EvDialed{Tag: dials[m2.String()].Tag, Err: errTest})
+		if h.c.role != roleSecondary {
+			t.Fatalf("primary again while m3 was not tried")
+		}
+		h.step(EvDialed{Tag: dials[m3.String()].Tag, Err: errTest})
+		if h.c.role != rolePrimary || h.c.ClusterState() != proto.ClusterRecovering || h.c.startupAllowed {
+			t.Fatalf("role %v state %v", h.c.role, h.c.ClusterState())
+		}
+	})
+}
+
+var errTest = errors.New("test: connection refused")
