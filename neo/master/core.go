@@ -546,6 +546,12 @@ func (c *Core) answer(ev EvAnswer) {
 	if p.outgoing {
 		if m, ok := ev.Msg.(*proto.AcceptIdentification); ok {
 			c.outgoingAccepted(p, m)
+		} else if e, ok := ev.Msg.(*proto.Error); ok && e.Code == proto.ProtocolError && e.Message == "address conflict" {
+			// Another name of this master's own address in the
+			// configured masters: never try it again.
+			c.log.Info("configured master is this one", "addr", n.addr)
+			c.detachPeer(p)
+			c.removeNode(n)
 		} else {
 			c.log.Info("master refused identification", "addr", n.addr, "answer", fmt.Sprintf("%v", ev.Msg))
 			c.closeLink(ev.Link)

@@ -24,10 +24,11 @@
 //     transactions, commit queue, tid and oid allocation, §3.5), admin.go
 //     (requests relayed by the admin node, §6.12), pack.go (pack orders,
 //     §10.5), shutdown.go (STOPPING, §6.11).
+//   - election.go: with other masters configured, the election between
+//     masters that play the primary role (§6.2) and the secondary role.
 //
 // # What is not there yet
 //
-// There is a single primary: other masters may identify and are kept as
-// secondaries, but there is no election, no secondary role and no backup
-// mode (STARTING_BACKUP, BACKINGUP, STOPPING_BACKUP).
+// Backup mode (STARTING_BACKUP, BACKINGUP, STOPPING_BACKUP, an upstream
+// cluster) is not implemented.
 package master

@@ -303,6 +303,28 @@ func TestCoreElection(t *testing.T) {
 		}
 	})
 
+	t.Run("another name of this master", func(t *testing.T) {
+		alias := proto.Address{Host: "localhost", Port: 10000}
+		h := newHarnessWithMasters(t, alias)
+		d := h.takeDial()
+		h.nextLink++
+		l := h.nextLink
+		h.step(EvDialed{Tag: d.Tag, Link: l})
+		a := h.mustFind(l, &proto.RequestIdentification{}).(ActAsk)
+		h.take(l)
+		h.step(EvAnswer{Link: l, Tag: a.Tag, Msg: proto.Err(proto.ProtocolError, "address conflict")})
+		h.step(EvLinkDown{Link: l})
+		h.step(EvTick{})
+		for _, a := range h.global {
+			if _, ok := a.(ActDial); ok {
+				t.Fatalf("dials itself again")
+			}
+		}
+		if h.c.nodeByAddr(alias) != nil {
+			t.Fatalf("alias still a known master")
+		}
+	})
+
 	t.Run("primary lost: retry, then others, then primary again", func(t *testing.T) {
 		h := newHarnessWithMasters(t, m2, m3)
 		// m3 is not reachable; m2 wins by accepting our identification.
