@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,6 +126,78 @@ func TestGoldenNodeList(t *testing.T) {
 		for _, l := range lines[1:] {
 			if strings.Index(l, " | ") != strings.Index(lines[0], " | ") {
 				t.Errorf("misaligned:\n%s", out.String())
+			}
+		}
+	}
+}
+
+// TestGoldenPartitionList: "print pt", in both forms, of the partition
+// tables NEO/py made.
+func TestGoldenPartitionList(t *testing.T) {
+	for _, m := range loadVectors(t, "AnswerPartitionList") {
+		a := m.(*proto.AnswerPartitionList)
+		np := len(a.Rows)
+		var storages []proto.NodeInfo
+		seen := map[proto.NodeID]bool{}
+		for _, row := range a.Rows {
+			for _, c := range row {
+				if !seen[c.NID] {
+					seen[c.NID] = true
+					storages = append(storages, proto.NodeInfo{Type: proto.Storage, NID: c.NID, State: proto.NodeRunning})
+				}
+			}
+		}
+		head := "# ptid: " + a.PTid.String() + ", replicas: " + strconv.Itoa(int(a.NumReplicas)) + "\n"
+
+		// Whole table: a line per storage, a letter per partition.
+		addr := fakeAdmin(t, []exchange{
+			{req: &proto.AskPartitionList{}, ans: m},
+			{req: askStorages(), ans: nodeList(storages...)},
+		})
+		var out bytes.Buffer
+		if err := Run(context.Background(), addr, nil, []string{"print", "pt"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		s, ok := strings.CutPrefix(out.String(), head)
+		if !ok {
+			t.Fatalf("header: %q, want %q", out.String(), head)
+		}
+		lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+		if np > 10 && len(storages) > 0 {
+			lines = lines[1:] // the ruler
+		}
+		if len(storages) == 0 {
+			lines = nil
+		}
+		if len(lines) != len(storages) {
+			t.Fatalf("%d storages, %d lines:\n%s", len(storages), len(lines), out.String())
+		}
+		for _, l := range lines {
+			if f := strings.Fields(l); len(f) != 3 || f[1] != "R" || len(f[2]) != np {
+				t.Errorf("bad line %q", l)
+			}
+		}
+
+		// Rows.
+		if np == 0 {
+			continue
+		}
+		addr = fakeAdmin(t, []exchange{{req: &proto.AskPartitionList{MaxOffset: uint32(np)}, ans: m}})
+		out.Reset()
+		if err := Run(context.Background(), addr, nil, []string{"print", "pt", "0", strconv.Itoa(np)}, &out); err != nil {
+			t.Fatal(err)
+		}
+		s, ok = strings.CutPrefix(out.String(), head)
+		if !ok {
+			t.Fatalf("header: %q, want %q", out.String(), head)
+		}
+		lines = strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+		if len(lines) != np {
+			t.Fatalf("%d rows, %d lines:\n%s", np, len(lines), out.String())
+		}
+		for p, l := range lines {
+			if !strings.HasPrefix(l, fmt.Sprintf("%03d |", p)) || strings.Count(l, " - ") != len(a.Rows[p]) {
+				t.Errorf("row %d: %q", p, l)
 			}
 		}
 	}
