@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 // iteration) holds on a storage that is known to be right.
 func TestBenchMem(t *testing.T) {
 	e := &env{prog: "neo bench", stdout: io.Discard, stderr: io.Discard}
-	b, err := parseBench(e, []string{"-n", "300", "--batch=70", "--commits", "20", "--samples=50", "--duration", "50ms", "--raw", "100", "mem://bench"})
+	b, err := parseBench(e, []string{"-n", "300", "--batch=70", "--commits", "20", "--samples=50", "--duration", "50ms", "--raw", "100", fmt.Sprintf("mem://bench-%d", time.Now().UnixNano())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestBenchMem(t *testing.T) {
 // storage two clients of one process share.
 func TestDemoCommitRead(t *testing.T) {
 	ctx := context.Background()
-	url := "mem://demo-commit-read"
+	url := fmt.Sprintf("mem://demo-commit-read-%d", time.Now().UnixNano())
 	tid, err := demoCommit(ctx, url, "hello")
 	if err != nil {
 		t.Fatal(err)
