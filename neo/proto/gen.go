@@ -155,7 +155,7 @@ var packets = []packet{
 	{"AnswerPrimary", 0x8004, "", "", `
 		PrimaryNID NodeID`, ""},
 	{"NotPrimaryMaster", 0x0005, "", "", `
-		Primary      ?NodeID // the primary master; nil if unknown (a node id, not an index)
+		Primary      ?NodeID // index of the primary in KnownMasters, nil if unknown; index 0 reads as NoNode, so a sender lists itself first
 		KnownMasters []Address`,
 		"A secondary master sends it before it closes a connection."},
 	{"NotifyNodeInformation", 0x0006, "", "", `

@@ -798,7 +798,7 @@ func (m *AnswerPrimary) decodeArgs(d *decoder) {
 // NotPrimaryMaster (0x0005) is a notification.
 // A secondary master sends it before it closes a connection.
 type NotPrimaryMaster struct {
-	Primary      NodeID // NoNode when nil; the primary master; nil if unknown (a node id, not an index)
+	Primary      NodeID // NoNode when nil; index of the primary in KnownMasters, nil if unknown; index 0 reads as NoNode, so a sender lists itself first
 	KnownMasters []Address
 }
 
