@@ -115,6 +115,7 @@ func (l *Link) readTurn(ctx context.Context, done func() bool) error {
 			if ctx.Err() != nil {
 				l.giveTurn()
 				l.mu.Unlock()
+				stop()
 				return ctx.Err()
 			}
 			l.mu.Unlock()
@@ -215,9 +216,9 @@ func (l *Link) readIdleTurns() error {
 			continue
 		}
 		l.rbusy = true
-		l.mu.Unlock()
 		for {
 			delivered := l.delivered
+			l.mu.Unlock()
 			err := l.step()
 			l.mu.Lock()
 			if err != nil || l.err != nil {
@@ -227,11 +228,10 @@ func (l *Link) readIdleTurns() error {
 			if l.delivered != delivered || len(l.rwait) > 0 || l.recvWait > 0 || l.qbytes >= queueLimit {
 				// Someone is waiting, or will be soon: let it read.
 				l.giveTurn()
-				l.mu.Unlock()
 				break
 			}
-			l.mu.Unlock()
 		}
+		l.mu.Unlock()
 	}
 }
 

@@ -13,12 +13,25 @@ import (
 	"github.com/neozodb/neo/zodb"
 )
 
-// Many goroutines ask on one link, some giving up early, while the server
-// answers late, out of order, and sends requests of its own: every answer
-// waited for arrives whole (whoever reads it), and the link stays up.
+// Many goroutines ask on one link, some giving up early (while reading for
+// themselves, in the middle of a packet or of a TLS record), while the
+// server answers late, out of order, and sends requests of its own: every
+// answer waited for arrives whole (whoever reads it), and the link stays
+// up.
 func TestReadTurnStress(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) {
+		c, s := pair(t)
+		readTurnStress(t, c, s)
+	})
+	t.Run("tls", func(t *testing.T) {
+		ca := newTestCA(t, "cluster CA")
+		c, s := pairTLS(t, node(t, ca.pem, ca, "client"), node(t, ca.pem, ca, "storage"))
+		readTurnStress(t, c, s)
+	})
+}
+
+func readTurnStress(t *testing.T, c, s *Link) {
 	ctx := testCtx(t)
-	c, s := pair(t)
 	var wg sync.WaitGroup
 	serve(t, s, func(r *Request) {
 		oid := r.Msg.(*proto.AskObject).Oid
@@ -26,7 +39,7 @@ func TestReadTurnStress(t *testing.T) {
 			if oid%3 == 0 {
 				time.Sleep(time.Duration(oid%7) * 100 * time.Microsecond)
 			}
-			r.Reply(ctx, objectAnswer(oid, int(oid%5)*5000))
+			r.Reply(ctx, objectAnswer(oid, int(oid%5)*30000))
 			r.Release()
 		})
 	})
@@ -57,6 +70,7 @@ func TestReadTurnStress(t *testing.T) {
 		}
 	}()
 	var askers sync.WaitGroup
+	var gaveUp atomic.Int64
 	for g := range 6 {
 		askers.Go(func() {
 			rnd := rand.New(rand.NewPCG(uint64(g), 9))
@@ -79,10 +93,11 @@ func TestReadTurnStress(t *testing.T) {
 				cancel()
 				switch {
 				case err == nil:
-					if !answers(a, oid, int(oid%5)*5000) {
+					if !answers(a, oid, int(oid%5)*30000) {
 						t.Errorf("oid %d: wrong answer", oid)
 					}
 				case errors.Is(err, context.DeadlineExceeded) && actx != ctx:
+					gaveUp.Add(1)
 				default:
 					t.Errorf("oid %d: %v", oid, err)
 				}
@@ -101,6 +116,9 @@ func TestReadTurnStress(t *testing.T) {
 	}
 	if n := recvd.Load(); n != 200 {
 		t.Errorf("received %d notifications, want 200", n)
+	}
+	if gaveUp.Load() == 0 {
+		t.Error("no call gave up waiting")
 	}
 	c.Close()
 	<-recvDone
