@@ -86,12 +86,22 @@ func logOutput(logfile string, stderr io.Writer) (w io.Writer, close func(), err
 	if logfile == "" {
 		return stderr, func() {}, nil
 	}
-	f, err := os.OpenFile(expandUser(logfile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	path := expandUser(logfile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
+	// NEO/py's log files are SQLite databases: do not append text to one.
+	head := make([]byte, len(sqliteMagic))
+	if n, _ := f.ReadAt(head, 0); n == len(head) && string(head) == sqliteMagic {
+		f.Close()
+		return nil, nil, fmt.Errorf("log file %s is a SQLite database (a NEO/py log?): this program writes text logs; give another file", path)
+	}
 	return f, func() { f.Close() }, nil
 }
+
+// sqliteMagic starts every SQLite database file.
+const sqliteMagic = "SQLite format 3\x00"
 
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))

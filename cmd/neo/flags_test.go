@@ -241,3 +241,30 @@ func TestParseSimple(t *testing.T) {
 		}
 	}
 }
+
+func TestLogOutput(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "neo.log")
+	w, closeLog, err := logOutput(path, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLogger(w, slog.LevelInfo).Info("first")
+	closeLog()
+	w, closeLog, err = logOutput(path, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLogger(w, slog.LevelInfo).Info("second")
+	closeLog()
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), "msg=first") || !strings.Contains(string(b), "msg=second") {
+		t.Errorf("log file: %q", b)
+	}
+	// A NEO/py log (a SQLite database) is not appended to.
+	pylog := filepath.Join(dir, "py.log")
+	os.WriteFile(pylog, []byte("SQLite format 3\x00rest of the header"), 0o644)
+	if _, _, err := logOutput(pylog, io.Discard); err == nil || !strings.Contains(err.Error(), "is a SQLite database") {
+		t.Errorf("SQLite log file: %v", err)
+	}
+}
