@@ -41,6 +41,7 @@ type txnObj struct {
 	data       []byte   // uncompressed data, kept for conflict resolution
 	resolvedAt zodb.Tid // greatest conflict serial resolved
 	resolved   bool
+	undo       bool // stored by Undo: a conflict is an undo error
 }
 
 type callKind int
@@ -254,6 +255,7 @@ func (t *txn) store(ctx context.Context, op string, oid zodb.Oid, serial zodb.Ti
 		o.readSerial = serial
 	}
 	o.kind, o.serial, o.dataSerial = kind, serial, dataSerial
+	o.undo = op == "undo"
 	o.data = nil
 	if kind == objStore && data != nil {
 		o.data = slices.Clone(data)
@@ -382,6 +384,7 @@ func (t *txn) handleAnswer(ctx context.Context, pc *pendingCall, m proto.Msg, er
 	default:
 		return fmt.Errorf("storage %v: oid %v: unexpected answer %T", pc.nid, pc.oid, m)
 	}
+	t.c.log.Debug("answer", "ttid", t.ttid, "storage", pc.nid, "oid", pc.oid, "kind", pc.kind, "conflict", conflict)
 	if conflict == zodb.InvalidTid || conflict == 0 {
 		return nil // locked, or stored without lock
 	}
@@ -400,13 +403,16 @@ func (t *txn) resolve(ctx context.Context, oid zodb.Oid, committed zodb.Tid) err
 		t.mu.Unlock()
 		return nil // already resolved against this revision
 	}
-	kind, readSerial, data := o.kind, o.readSerial, o.data
+	kind, readSerial, data, undo := o.kind, o.readSerial, o.data, o.undo
 	t.mu.Unlock()
 	if kind == objCheck {
 		return &zodb.ReadConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial}
 	}
 	resolver := t.c.resolver
 	if resolver == nil || kind == objDelete || data == nil {
+		if undo {
+			return &zodb.UndoError{Oid: oid, Reason: fmt.Sprintf("some data were modified by a later transaction (%v)", committed)}
+		}
 		return &zodb.ConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial}
 	}
 	var old []byte
@@ -422,6 +428,9 @@ func (t *txn) resolve(ctx context.Context, oid zodb.Oid, committed zodb.Tid) err
 		return &zodb.ConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial, Msg: fmt.Sprintf("loading the committed revision: %v", err)}
 	}
 	merged, err := resolver(ctx, oid, old, cur, data)
+	if err != nil && undo {
+		return &zodb.UndoError{Oid: oid, Reason: "some data were modified by a later transaction: " + err.Error()}
+	}
 	if err != nil {
 		return &zodb.ConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial, Msg: err.Error()}
 	}
@@ -430,7 +439,8 @@ func (t *txn) resolve(ctx context.Context, oid zodb.Oid, committed zodb.Tid) err
 	if err := t.checkActiveLocked("conflict resolution"); err != nil {
 		return err
 	}
-	o.resolvedAt, o.serial, o.data = committed, committed, slices.Clone(merged)
+	// The merged data replace an undo's back-pointer.
+	o.resolvedAt, o.serial, o.data, o.dataSerial = committed, committed, slices.Clone(merged), zodb.InvalidTid
 	if !o.resolved {
 		o.resolved = true
 		t.resolved = append(t.resolved, oid)

@@ -62,6 +62,7 @@ func (t *txn) undo(ctx context.Context, undoTid zodb.Tid) ([]zodb.Oid, error) {
 	var changed []zodb.Oid
 	for _, us := range serials {
 		oid := us.Oid
+		c.log.Debug("undo serial", "ttid", t.ttid, "undone", undoTid, "oid", oid, "current", us.CurrentSerial, "undo_serial", us.UndoSerial, "is_current", us.IsCurrent, "snapshot", snapshot)
 		if us.IsCurrent {
 			if us.UndoSerial == zodb.InvalidTid {
 				// Undoing the creation: a revision without data.

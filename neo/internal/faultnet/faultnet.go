@@ -10,14 +10,16 @@
 // every endpoint. A fault concerns the bytes going from one endpoint to the
 // other:
 //
-//   - Delay: each write waits the given time before it is passed on (the
-//     writer waits too, as with a slow link), and so does a new connection;
-//   - Blackhole: writes wait until the fault is removed (nothing is lost: TCP
-//     would retransmit) or the connection is closed, and new connections
-//     wait as if the peer's address did not answer;
-//   - Cut: connections between the two endpoints, in either direction, are
-//     closed when the fault is set, writes in that direction fail, and new
-//     connections in that direction are refused.
+//   - Delay: what is written reaches the peer the given time later (writes
+//     return at once, as into a socket buffer), and a new connection waits
+//     that long;
+//   - Blackhole: what is written is held until the fault is removed (nothing
+//     is lost: TCP would retransmit) and dropped if the connection is closed
+//     first; new connections wait as if the peer's address did not answer;
+//   - Cut: connections between the two endpoints are closed when the fault
+//     is set, new connections in that direction are refused, and those in the
+//     other direction die at their first write in the cut direction (a
+//     connection needs both ways: for a one-way fault, use Blackhole).
 //
 // Connections are made by an inner Network (TCP by default), so the nodes
 // really talk over sockets; only the endpoints' own connections are wrapped.
@@ -29,7 +31,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -307,15 +308,25 @@ type conn struct {
 	unreadErr error
 
 	mu       sync.Mutex
-	peerName string        // remote, once known (for Cut)
-	wdl      time.Time     // write deadline
-	kick     chan struct{} // closed and replaced when wdl changes or at close
-	closed   bool
+	peerName string // remote, once known (for Cut)
+
+	// Writes held back by faults.
+	wmu      sync.Mutex // serializes writes to the inner connection
+	qmu      sync.Mutex
+	qcond    *sync.Cond // on qmu: queue or closing changed
+	queue    []chunk
+	qerr     error // the pump failed: later writes fail
+	pumping  bool
+	closing  bool
+	stop     chan struct{} // closed by Close
+	pumpDone chan struct{} // closed when the pump ends
+	closed   chan struct{} // closed when Close is done
 	closeErr error
 }
 
 func newConn(n *Network, raw net.Conn, local string) *conn {
-	c := &conn{Conn: raw, n: n, local: local, kick: make(chan struct{})}
+	c := &conn{Conn: raw, n: n, local: local, stop: make(chan struct{}), pumpDone: make(chan struct{}), closed: make(chan struct{})}
+	c.qcond = sync.NewCond(&c.qmu)
 	n.mu.Lock()
 	n.conns[c] = struct{}{}
 	n.mu.Unlock()
@@ -372,115 +383,166 @@ func (c *conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// chunk is written data waiting to be passed on.
+type chunk struct {
+	b   []byte
+	due time.Time // not before
+}
+
+// Write passes p on at once when no fault stands in its way and nothing is
+// queued. Otherwise p is queued, as the kernel's socket buffer would hold
+// it, and Write returns: the connection's pump passes it on when the faults
+// allow (after the delay, once a blackhole is healed), in order.
 func (c *conn) Write(p []byte) (int, error) {
 	remote, err := c.peer()
 	if err != nil {
 		return 0, err
 	}
+	f, _ := c.n.faultOf(c.local, remote)
+	c.qmu.Lock()
+	if c.qerr != nil {
+		err := c.qerr
+		c.qmu.Unlock()
+		return 0, err
+	}
+	if c.closing {
+		c.qmu.Unlock()
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: net.ErrClosed}
+	}
+	switch {
+	case f.kind == Pass && len(c.queue) == 0:
+		c.wmu.Lock()
+		c.qmu.Unlock()
+		defer c.wmu.Unlock()
+		return c.Conn.Write(p)
+	case f.kind == CutOff:
+		c.qmu.Unlock()
+		c.abort()
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: fmt.Errorf("%w: %s → %s", ErrCut, c.local, remote)}
+	}
+	ch := chunk{b: append([]byte(nil), p...), due: time.Now()}
+	if f.kind == Delayed {
+		ch.due = ch.due.Add(f.delay)
+	}
+	c.queue = append(c.queue, ch)
+	if !c.pumping {
+		c.pumping = true
+		go c.pump(remote)
+	}
+	c.qcond.Signal()
+	c.qmu.Unlock()
+	return len(p), nil
+}
+
+// pump passes queued chunks on as the faults allow, until Close.
+func (c *conn) pump(remote string) {
+	defer close(c.pumpDone)
+	for {
+		c.qmu.Lock()
+		for len(c.queue) == 0 && !c.closing {
+			c.qcond.Wait()
+		}
+		if len(c.queue) == 0 {
+			c.qmu.Unlock()
+			return
+		}
+		ch := c.queue[0]
+		c.qmu.Unlock()
+		if !c.waitFor(remote, ch.due) {
+			return
+		}
+		c.wmu.Lock()
+		_, err := c.Conn.Write(ch.b)
+		c.wmu.Unlock()
+		c.qmu.Lock()
+		c.queue = c.queue[1:]
+		if err != nil {
+			c.qerr = err
+			c.queue = nil
+			c.qmu.Unlock()
+			return
+		}
+		c.qmu.Unlock()
+	}
+}
+
+// waitFor waits until a chunk due at due may go from c.local to remote.
+// It returns false when the chunk, and those after it, are to be dropped:
+// the link was cut, or closed while blackholed.
+func (c *conn) waitFor(remote string, due time.Time) bool {
 	for {
 		f, changed := c.n.faultOf(c.local, remote)
 		switch f.kind {
-		case Pass:
-			return c.Conn.Write(p)
 		case CutOff:
-			c.Close()
-			return 0, &net.OpError{Op: "write", Net: "tcp", Err: fmt.Errorf("%w: %s → %s", ErrCut, c.local, remote)}
-		case Delayed:
-			if err := c.wait(changed, f.delay, false); err != nil {
-				return 0, err
-			}
-			return c.Conn.Write(p)
+			c.fail(fmt.Errorf("%w: %s → %s", ErrCut, c.local, remote))
+			go c.abort()
+			return false
 		case Blackholed:
-			if err := c.wait(changed, 0, true); err != nil {
-				return 0, err
+			select {
+			case <-changed:
+				continue
+			case <-c.stop:
+				c.fail(net.ErrClosed)
+				return false
 			}
 		}
-	}
-}
-
-// wait waits d (or, with forever, until the faults change), or until the
-// connection is closed or its write deadline passes.
-func (c *conn) wait(changed <-chan struct{}, d time.Duration, forever bool) error {
-	var timeout <-chan time.Time
-	if !forever {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		timeout = t.C
-	}
-	for {
-		c.mu.Lock()
-		closed, kick, wdl := c.closed, c.kick, c.wdl
-		c.mu.Unlock()
-		if closed {
-			return &net.OpError{Op: "write", Net: "tcp", Err: net.ErrClosed}
+		wait := time.Until(due)
+		if wait <= 0 {
+			return true
 		}
-		var deadline <-chan time.Time
-		var dt *time.Timer
-		if !wdl.IsZero() {
-			left := time.Until(wdl)
-			if left <= 0 {
-				return &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
-			}
-			dt = time.NewTimer(left)
-			deadline = dt.C
-		}
-		stop := func() {
-			if dt != nil {
-				dt.Stop()
-			}
-		}
+		t := time.NewTimer(wait)
 		select {
-		case <-timeout:
-			stop()
-			return nil
-		case <-changed:
-			stop()
-			if forever {
-				return nil
-			}
-			// A delay goes on whatever changed.
-			changed = nil
-		case <-kick:
-			stop()
-		case <-deadline:
-			return &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		case <-t.C:
+			return true
+		case <-c.stop:
+			// Closing: what a healthy link would still send goes at once.
+			t.Stop()
+			return true
 		}
 	}
 }
 
-func (c *conn) kickLocked() {
-	close(c.kick)
-	c.kick = make(chan struct{})
+func (c *conn) fail(err error) {
+	c.qmu.Lock()
+	if c.qerr == nil {
+		c.qerr = &net.OpError{Op: "write", Net: "tcp", Err: err}
+	}
+	c.queue = nil
+	c.qmu.Unlock()
 }
 
-func (c *conn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wdl = t
-	c.kickLocked()
-	c.mu.Unlock()
-	return c.Conn.SetDeadline(t)
-}
+// flushWait bounds how long Close lets the pump pass on what is queued.
+const flushWait = time.Second
 
-func (c *conn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wdl = t
-	c.kickLocked()
-	c.mu.Unlock()
-	return c.Conn.SetWriteDeadline(t)
-}
-
+// Close passes on what is queued (unless a fault holds it back), then
+// closes the connection.
 func (c *conn) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		<-c.closed
 		return c.closeErr
 	}
-	c.closed = true
-	c.kickLocked()
+	c.closing = true
+	close(c.stop)
+	c.qcond.Broadcast()
+	pumping := c.pumping
+	c.qmu.Unlock()
+	if pumping {
+		c.Conn.SetWriteDeadline(time.Now().Add(flushWait))
+		<-c.pumpDone
+	}
 	c.closeErr = c.Conn.Close()
-	c.mu.Unlock()
 	c.n.mu.Lock()
 	delete(c.n.conns, c)
 	c.n.mu.Unlock()
+	close(c.closed)
 	return c.closeErr
+}
+
+// abort closes the connection at once, dropping what is queued (a cut).
+func (c *conn) abort() {
+	c.fail(net.ErrClosed)
+	c.Conn.Close() // unblocks a pump writing
+	c.Close()
 }
