@@ -469,7 +469,8 @@ func TestNodesAsProcesses(t *testing.T) {
 	}
 	s1 := start(t, "storage1", "neostorage", storageArgs("s1", "127.0.0.1")...)
 	s2 := start(t, "storage2", "neostorage", storageArgs("s2", s2Addr)...)
-	a := start(t, "admin", "neoadmin", "-c", cluster, "-m", masterAddr, "-b", adminAddr)
+	adminLog := filepath.Join(dir, "admin.log")
+	a := start(t, "admin", "neoadmin", "-c", cluster, "-m", masterAddr, "-b", adminAddr, "-l", adminLog)
 
 	// A new cluster waits for neoctl start once its storages are there.
 	eventually(t, time.Minute, "two pending storages", func() (bool, string) {
@@ -558,6 +559,9 @@ func TestNodesAsProcesses(t *testing.T) {
 	s1.stopWith(syscall.SIGTERM)
 	a.stopWith(syscall.SIGTERM)
 	m.stopWith(syscall.SIGINT)
+	if b, err := os.ReadFile(adminLog); err != nil || !strings.Contains(string(b), "admin listening") {
+		t.Errorf("admin's -l log file: %v\n%s", err, b)
+	}
 }
 
 // nodeLine is one line of neoctl print node: id, type, address, state.
