@@ -195,3 +195,44 @@ func TestReadFromOtherReplica(t *testing.T) {
 		t.Errorf("after the kill: load %q at %v, want new data at %v", data, serial, tid)
 	}
 }
+
+// TestMasterReconnect: a client cut off from the master reconnects when
+// the link is back, and its watchers get the transactions committed
+// meanwhile, in order; then it commits again.
+func TestMasterReconnect(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a := c.Open(t, "C1", nil)
+	b := c.Open(t, "C2", nil)
+	ctx := testCtx(t)
+	ch := make(chan zodb.Event, 16)
+	a.AddWatch(ch)
+	defer a.DelWatch(ch)
+	oids, err := b.NewOids(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c.Net.Cut("C1", "M1")
+	t1 := commit(t, b, oids[0], 0, []byte("x1"))
+	t2 := commit(t, b, oids[1], 0, []byte("y1"))
+	c.Net.Heal("C1", "M1")
+
+	for _, want := range []struct {
+		tid zodb.Tid
+		oid zodb.Oid
+	}{{t1, oids[0]}, {t2, oids[1]}} {
+		select {
+		case ev := <-ch:
+			ce, ok := ev.(*zodb.CommitEvent)
+			if !ok || ce.Tid != want.tid || !slices.Equal(ce.Changed, []zodb.Oid{want.oid}) {
+				t.Fatalf("event %#v, want commit %v of %v", ev, want.tid, want.oid)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no event for %v after the master link came back", want.tid)
+		}
+	}
+	t3 := commit(t, a, oids[0], t1, []byte("x2"))
+	if data, serial := loadAt(t, b, oids[0], zodb.TidMax); string(data) != "x2" || serial != t3 {
+		t.Errorf("load %q at %v, want x2 at %v", data, serial, t3)
+	}
+}
