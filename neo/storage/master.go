@@ -213,9 +213,8 @@ func (s *Storage) learnMasters(m *proto.NotPrimaryMaster) int {
 // masterSession handles the master's packets until the link goes down or
 // the master orders a shutdown (errShutdown).
 func (s *Storage) masterSession(ctx context.Context, link *neonet.Link, pending []*neonet.Request, in <-chan masterIn) error {
-	events := make(chan func(), 16)
 	s.mu.Lock()
-	s.repl = newReplicator(s, events)
+	s.repl = newReplicator(s)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -247,8 +246,6 @@ func (s *Storage) masterSession(ctx context.Context, link *neonet.Link, pending 
 			if err := handle(x.req); err != nil {
 				return err
 			}
-		case f := <-events:
-			f()
 		case <-ctx.Done():
 			return ctx.Err()
 		}

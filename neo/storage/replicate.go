@@ -53,7 +53,7 @@ type replicator struct {
 	wg       sync.WaitGroup // worker and master asks
 }
 
-func newReplicator(s *Storage, _ chan func()) *replicator {
+func newReplicator(s *Storage) *replicator {
 	return &replicator{s: s, parts: map[uint32]*replPart{}, wakeCh: make(chan struct{}, 1), finished: map[zodb.Tid]zodb.Tid{}}
 }
 
@@ -240,6 +240,14 @@ func (r *replicator) work(ctx context.Context) {
 				s.logf(slog.LevelWarn, "replica check failed", "partition", check.Partition, "err", err)
 			}
 		default:
+			if s.log.Enabled(ctx, slog.LevelDebug) {
+				s.mu.Lock()
+				for p, part := range r.parts {
+					s.log.Debug("replication idle", "partition", p, "progress", part.progress, "target", part.target,
+						"pending", len(part.pending), "asked", part.asked, "done", part.done)
+				}
+				s.mu.Unlock()
+			}
 			if did, err := r.packNext(ctx); err != nil {
 				if ctx.Err() != nil {
 					return
@@ -372,19 +380,32 @@ func fetch(ctx context.Context, link *neonet.Link, req proto.Msg, onData func(pr
 		acancel()
 	}()
 	var herr error
-	for {
-		r, err := link.Recv(actx)
-		if err != nil {
-			break
-		}
+	handle := func(r *neonet.Request) {
 		if r.MsgID != call.MsgID() {
-			continue // left-overs of an aborted replication
+			return // left-overs of an aborted replication
 		}
 		if herr == nil {
 			herr = onData(r.Msg)
 		}
 	}
+	for {
+		r, err := link.Recv(actx)
+		if err != nil {
+			break
+		}
+		handle(r)
+	}
 	<-answered
+	// Recv may have seen the end of actx before packets queued just
+	// before the answer: everything sent before the answer is queued
+	// by now, and Recv returns what is queued before looking at actx.
+	for {
+		r, err := link.Recv(actx)
+		if err != nil {
+			break
+		}
+		handle(r)
+	}
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -405,10 +426,30 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 	if progress == 0 {
 		start = 0
 	}
+	s.mu.Lock()
+	part := r.parts[p]
+	s.mu.Unlock()
+	// current tells whether p is still to be replicated; if it was
+	// discarded meanwhile, what was written is dropped again.
+	current := func() error {
+		s.mu.Lock()
+		ok := part != nil && r.parts[p] == part
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		if err := s.db.DropPartitions(ctx, []uint32{p}); err != nil {
+			return err
+		}
+		return fmt.Errorf("partition %d no longer replicated here", p)
+	}
 	s.logf(slog.LevelInfo, "replicating", "partition", p, "from", src.nid.String(), "min", start, "max", target)
 
 	// transactions
 	for minTid, first := start, true; ; first = false {
+		if err := current(); err != nil {
+			return err
+		}
 		have, err := s.db.TIDsFrom(ctx, p, minTid, target, fetchCount)
 		if err != nil {
 			return err
@@ -439,6 +480,11 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 				return err
 			}
 		}
+		if first && a.CompletedPack != zodb.InvalidTid {
+			if err := r.lowerPack(ctx, p, a.CompletedPack); err != nil {
+				return err
+			}
+		}
 		if err := s.db.Commit(ctx); err != nil {
 			return err
 		}
@@ -451,6 +497,9 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 	// objects
 	minTid, minOid := start, zodb.Oid(0)
 	for {
+		if err := current(); err != nil {
+			return err
+		}
 		xids, err := s.db.ObjectsFrom(ctx, p, minTid, target, minOid, fetchCount)
 		if err != nil {
 			return err
@@ -507,11 +556,28 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 		minTid, minOid = a.NextTid, a.NextOid
 	}
 	s.mu.Lock()
-	if part := r.parts[p]; part != nil && part.progress < target {
+	if r.parts[p] == part && part.progress < target {
 		part.progress = target
 	}
 	s.mu.Unlock()
 	s.logf(slog.LevelInfo, "partition replicated", "partition", p, "tid", target)
+	return nil
+}
+
+// lowerPack lowers the completed pack id of an own cell to the source's,
+// so that packs the source did not do are done again.
+func (r *replicator) lowerPack(ctx context.Context, p uint32, sourcePack zodb.Tid) error {
+	s := r.s
+	cells, err := s.db.PartitionTable(ctx)
+	if err != nil {
+		return err
+	}
+	nid := s.myNID()
+	for _, c := range cells {
+		if c.Partition == p && c.NID == nid && c.HasPack && sourcePack < c.Pack {
+			return s.db.SetPartitionPacked(ctx, p, sourcePack)
+		}
+	}
 	return nil
 }
 
