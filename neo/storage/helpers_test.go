@@ -191,11 +191,16 @@ type node struct {
 
 func startNode(t testing.TB, fm *fakeMaster, path string, nid proto.NodeID) *node {
 	t.Helper()
+	return startNodeWith(t, []string{fm.addr()}, path, nid)
+}
+
+func startNodeWith(t testing.TB, masters []string, path string, nid proto.NodeID) *node {
+	t.Helper()
 	db, err := sqlite.Open(context.Background(), path, sqlite.Options{Name: cluster})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), Config{Cluster: cluster, Bind: "127.0.0.1:0", Masters: []string{fm.addr()},
+	s, err := New(context.Background(), Config{Cluster: cluster, Bind: "127.0.0.1:0", Masters: masters,
 		NodeID: nid, Backend: db, Logger: testLogger(t)})
 	if err != nil {
 		db.Close()
