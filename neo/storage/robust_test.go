@@ -147,4 +147,3 @@ func asProtoError(err error) *proto.Error {
 	}
 	return nil
 }
-
