@@ -117,9 +117,9 @@ type Link struct {
 	buf     []byte // read buffer; buf[r:w] is not yet parsed
 	r, w    int
 	scan    scanner
-	offset  int64   // stream offset of buf[r] (after the handshake)
-	big     *pktBuf // a big packet being read (see readBig)
-	bigW    int     // bytes of big received
+	offset  int64  // stream offset of buf[r] (after the handshake)
+	big     []byte // a big packet being read (see readBig)
+	bigW    int    // bytes of big received
 	reading chan struct{}
 }
 
@@ -346,7 +346,7 @@ type Call struct {
 	done      chan struct{} // (cap 1) signalled when answer or err is set
 	turn      chan struct{} // (cap 1) signalled when the read turn may be taken
 	answer    Msg
-	buf       *pktBuf // memory answer was decoded in, if any
+	buf       []byte // memory answer was decoded in, if any
 	err       error
 	seq       uint64 // link.queued when the answer was received
 	abandoned bool   // its waiter gave up; a late answer is dropped
@@ -607,7 +607,7 @@ type Request struct {
 	MsgID uint32
 	Msg   Msg
 	link  *Link
-	buf   *pktBuf // memory Msg was decoded in, if any
+	buf   []byte // memory Msg was decoded in, if any
 	cost  int
 }
 

@@ -12,18 +12,21 @@ import (
 // Memory of received messages.
 //
 // A message that may hold byte strings is decoded in place, in a packet
-// buffer of its own (pktBuf): a big packet is read into it, a smaller one is
+// buffer of its own: a big packet is read into it, a smaller one is
 // copied there from the shared read buffer. Releasing the message
 // (Request.Release, Call.Release) puts its buffer and the message itself
 // back into pools, from which later packets take their memory. Pools are
 // emptied by the garbage collector, so they hold no more than what recent
 // traffic needed.
 
-// pktBuf is memory holding one received packet. The pointer travels with
-// the slice so that pooling it allocates nothing.
+// pktBuf holds a buffer in a pool: pooling a pointer allocates nothing.
+// Emptied wrappers wait in their own pool, so that a buffer taken from a
+// pool and never given back costs no wrapper.
 type pktBuf struct {
 	b []byte
 }
+
+var wrappers = sync.Pool{New: func() any { return new(pktBuf) }}
 
 // Buffer size classes: 4 a doubling from 128 bytes (128, 160, 192, 224,
 // 256, 320, ...), so a buffer is at most 25% larger than asked for. Only
@@ -55,16 +58,18 @@ func classOf(n int) int {
 
 // getBuf returns a buffer of n bytes (contents undefined), whose memory is
 // at most limit bytes (limit ≥ n): of a class size, pooled, if that fits.
-func getBuf(n, limit int) *pktBuf {
+func getBuf(n, limit int) []byte {
 	i := classOf(n)
 	if i > maxClass || classSize(i) > limit {
-		return &pktBuf{b: make([]byte, n)}
+		return make([]byte, n)
 	}
 	if p, _ := bufPools[i].Get().(*pktBuf); p != nil {
-		p.b = p.b[:n]
-		return p
+		b := p.b[:n]
+		p.b = nil
+		wrappers.Put(p)
+		return b
 	}
-	return &pktBuf{b: make([]byte, n, classSize(i))}
+	return make([]byte, n, classSize(i))
 }
 
 // poisonReleased makes released buffers and messages unusable at once (set
@@ -76,19 +81,21 @@ var poisonReleased atomic.Bool
 // poison is the byte released buffers are filled with when poisonReleased.
 const poison = 0xdb
 
-// putBuf gives p back for reuse. p must not be used any more.
-func putBuf(p *pktBuf) {
-	c := cap(p.b)
+// putBuf gives b back for reuse. b must not be used any more.
+func putBuf(b []byte) {
+	c := cap(b)
 	i := classOf(c)
 	if i > maxClass || classSize(i) != c {
 		return // exceptional size: left to the garbage collector
 	}
+	b = b[:c]
 	if poisonReleased.Load() {
-		b := p.b[:c]
 		for j := range b {
 			b[j] = poison
 		}
 	}
+	p := wrappers.Get().(*pktBuf)
+	p.b = b
 	bufPools[i].Put(p)
 }
 

@@ -65,12 +65,17 @@ func (l *Link) wakeReader() {
 	if l.rbusy {
 		return
 	}
-	if len(l.rwait) > 0 {
-		select {
-		case l.rwait[0].turn <- struct{}{}:
-		default:
+	for _, c := range l.rwait {
+		if l.pending[c.id] == c { // not woken by its answer already
+			select {
+			case c.turn <- struct{}{}:
+			default:
+			}
+			l.idle.Reset(readIdle)
+			return
 		}
-	} else if l.recvWait > 0 {
+	}
+	if l.recvWait > 0 {
 		select {
 		case l.qwake <- struct{}{}:
 		default:
@@ -383,21 +388,21 @@ func (l *Link) readBig() error {
 	if l.big == nil {
 		have := l.w - l.r
 		l.big = getBuf(bigSize(have, l.scan.need, false))
-		l.bigW = copy(l.big.b, l.buf[l.r:l.w])
+		l.bigW = copy(l.big, l.buf[l.r:l.w])
 		l.r, l.w = 0, 0
 	}
 	for {
-		pkt, w := l.big.b, l.bigW
+		pkt, w := l.big, l.bigW
 		n, err := l.scan.next(pkt[:w])
 		if err == errIncomplete {
 			if w >= MaxPacketSize {
 				return &MalformedError{Offset: l.offset, What: fmt.Sprintf("packet larger than the %d-byte limit", MaxPacketSize)}
 			}
 			if w == len(pkt) || l.scan.need > len(pkt) && len(pkt)-w < bigPacket {
-				npb := getBuf(bigSize(w, l.scan.need, true))
-				copy(npb.b, pkt[:w])
+				npkt := getBuf(bigSize(w, l.scan.need, true))
+				copy(npkt, pkt[:w])
 				putBuf(l.big)
-				l.big, pkt = npb, npb.b
+				l.big, pkt = npkt, npkt
 			}
 			m, err := l.conn.Read(pkt[w:])
 			l.bigW += m
@@ -409,7 +414,6 @@ func (l *Link) readBig() error {
 		if err != nil {
 			return &MalformedError{Offset: l.offset, What: err.Error()}
 		}
-		pb := l.big
 		l.big, l.bigW = nil, 0
 		if w-n > len(l.buf) {
 			l.buf = make([]byte, w-n) // shrunk again by fill once parsed
@@ -419,10 +423,10 @@ func (l *Link) readBig() error {
 		// size; otherwise (pb grew by half) it gets a copy of the packet
 		// in memory of the right size, and pb is reused.
 		if len(pkt)-n <= bigSlack+n/8 {
-			err = l.dispatch(pkt[:n:n], pb)
+			err = l.dispatch(pkt[:n:n], pkt)
 		} else {
 			err = l.dispatch(pkt[:n:n], nil)
-			putBuf(pb)
+			putBuf(pkt)
 		}
 		if err != nil {
 			return err
@@ -492,7 +496,7 @@ func readError(err error, midPacket bool) error {
 // the queue for Recv. With pb, p lies in memory of the packet's own, which
 // the decoded message may point into, and which dispatch takes over;
 // otherwise p is in the shared read buffer.
-func (l *Link) dispatch(p []byte, pb *pktBuf) error {
+func (l *Link) dispatch(p, pb []byte) error {
 	if l.isDown.Load() {
 		if pb != nil {
 			putBuf(pb)
@@ -566,7 +570,7 @@ func (l *Link) isPending(id uint32) bool {
 // strings is decoded in place, in memory of the packet's own: pb, if p lies
 // there, or else a copy of p; it is returned with the message (nil for
 // other messages), to be released with it. decode takes pb over.
-func (l *Link) decode(h header, p []byte, pb *pktBuf) (Msg, *pktBuf, error) {
+func (l *Link) decode(h header, p, pb []byte) (Msg, []byte, error) {
 	m, holdsBytes, err := getMsg(h.code)
 	if err == nil {
 		switch {
@@ -580,8 +584,8 @@ func (l *Link) decode(h header, p []byte, pb *pktBuf) (Msg, *pktBuf, error) {
 			err = proto.DecodeArgsNoCopy(m, h.args)
 		default:
 			pb = getBuf(len(p), classSize(classOf(len(p))))
-			copy(pb.b, p)
-			err = proto.DecodeArgsNoCopy(m, pb.b[len(p)-len(h.args):])
+			copy(pb, p)
+			err = proto.DecodeArgsNoCopy(m, pb[len(p)-len(h.args):len(p)])
 		}
 		if err != nil {
 			putMsg(m)
