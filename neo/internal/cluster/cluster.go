@@ -33,6 +33,7 @@ import (
 
 	"github.com/neozodb/neo/neo/admin"
 	"github.com/neozodb/neo/neo/client"
+	"github.com/neozodb/neo/neo/ctl"
 	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/master"
 	"github.com/neozodb/neo/neo/neonet"
@@ -81,7 +82,8 @@ type node struct {
 	dbPath string // storages
 	db     *sqlite.DB
 	cancel context.CancelFunc
-	done   chan error // Run's result
+	done   chan struct{} // closed when Run returned
+	err    error         // Run's result, once done
 }
 
 func (n *node) running() bool {
@@ -210,15 +212,16 @@ func logLevel(l *slog.Level) slog.Level {
 func (c *Cluster) run(n *node, f func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.done = make(chan error, 1)
+	n.done = make(chan struct{})
+	db := n.db
 	go func() {
 		err := f(ctx)
-		if n.db != nil {
-			if cerr := n.db.Close(); cerr != nil && err == nil {
+		if db != nil {
+			if cerr := db.Close(); cerr != nil && err == nil {
 				err = fmt.Errorf("closing the database: %w", cerr)
 			}
 		}
-		n.done <- err
+		n.err = err
 		close(n.done)
 	}()
 }
@@ -377,8 +380,9 @@ func (c *Cluster) stopNode(n *node) {
 		return
 	}
 	n.cancel()
-	if err := <-n.done; err != nil {
-		c.t.Logf("cluster: %s stopped: %v", n.name, err)
+	<-n.done
+	if n.err != nil {
+		c.t.Logf("cluster: %s stopped: %v", n.name, n.err)
 	}
 }
 
@@ -393,6 +397,7 @@ func (c *Cluster) Close() {
 	c.closed = true
 	c.mu.Unlock()
 	c.Net.HealAll()
+	c.stopCluster()
 	var all []*node
 	all = append(all, c.storages...)
 	if c.admin != nil {
@@ -409,14 +414,42 @@ func (c *Cluster) Close() {
 		if n.done == nil {
 			continue
 		}
-		if err, ok := <-n.done; ok && err != nil {
-			c.t.Errorf("cluster: %s: %v", n.name, err)
+		<-n.done
+		if n.err != nil {
+			c.t.Errorf("cluster: %s: %v", n.name, n.err)
 		}
 	}
 	c.logOn.Store(false)
 	registryMu.Lock()
 	delete(registry, c.key)
 	registryMu.Unlock()
+}
+
+// stopTimeout bounds the orderly shutdown of the cluster by Close.
+const stopTimeout = 10 * time.Second
+
+// stopCluster asks the cluster to stop as neoctl does ("set cluster
+// STOPPING") and waits for the masters to end; Close then stops what is
+// left.
+func (c *Cluster) stopCluster() {
+	if !c.admin.running() || len(c.masters) == 0 || !c.masters[0].running() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	var out strings.Builder
+	if err := ctl.Run(ctx, c.admin.addr, nil, []string{"set", "cluster", "STOPPING"}, &out); err != nil {
+		c.t.Logf("cluster: set cluster STOPPING: %v %s", err, out.String())
+		return
+	}
+	for _, m := range c.masters {
+		select {
+		case <-m.done:
+		case <-ctx.Done():
+			c.t.Logf("cluster: %s still running %v after STOPPING", m.name, stopTimeout)
+			return
+		}
+	}
 }
 
 // WaitRunning waits until the cluster is RUNNING and every storage that
