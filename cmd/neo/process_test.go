@@ -319,6 +319,101 @@ func commitObjects(t *testing.T, url string, objs objects, n int, tag string) {
 	}
 }
 
+// committer commits, through one client, transactions of a few new
+// objects until finished, and keeps what was acknowledged.
+type committer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	objs   objects
+	n      int
+	err    error
+}
+
+func startCommitter(url string) *committer {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &committer{cancel: cancel, done: make(chan struct{}), objs: objects{}}
+	go func() {
+		defer close(c.done)
+		c.err = c.run(ctx, url)
+	}()
+	return c
+}
+
+func (c *committer) run(ctx context.Context, url string) error {
+	stor, err := zodb.Open(ctx, url, nil)
+	if err != nil {
+		return err
+	}
+	defer stor.Close()
+	for i := 0; ctx.Err() == nil; i++ {
+		oids, err := stor.NewOids(ctx, 5)
+		if err != nil {
+			return fmt.Errorf("commit %d: new oids: %w", i, err)
+		}
+		txn, err := stor.Begin(ctx, zodb.TxnMeta{Description: []byte(fmt.Sprintf("background %d", i))})
+		if err != nil {
+			return fmt.Errorf("commit %d: begin: %w", i, err)
+		}
+		batch := objects{}
+		for _, oid := range oids {
+			batch[oid] = []byte(fmt.Sprintf("background %d object %v", i, oid))
+			if err := txn.Store(ctx, oid, 0, batch[oid]); err != nil {
+				txn.Abort(context.Background())
+				return fmt.Errorf("commit %d: store: %w", i, err)
+			}
+		}
+		if _, err := txn.Vote(ctx); err != nil {
+			txn.Abort(context.Background())
+			return fmt.Errorf("commit %d: vote: %w", i, err)
+		}
+		if _, err := txn.Finish(ctx); err != nil {
+			return fmt.Errorf("commit %d: finish: %w", i, err)
+		}
+		c.mu.Lock()
+		for oid, d := range batch {
+			c.objs[oid] = d
+		}
+		c.n++
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+func (c *committer) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// waitCommits waits until n transactions were acknowledged.
+func (c *committer) waitCommits(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, time.Minute, fmt.Sprintf("%d background commits", n), func() (bool, string) {
+		select {
+		case <-c.done:
+			t.Fatalf("background committer stopped: %v", c.err)
+		default:
+		}
+		got := c.count()
+		return got >= n, fmt.Sprintf("%d commits", got)
+	})
+}
+
+// finish stops the committer and adds what it committed to objs.
+func (c *committer) finish(t *testing.T, objs objects) {
+	t.Helper()
+	c.cancel()
+	<-c.done
+	if c.err != nil && !errors.Is(c.err, context.Canceled) {
+		t.Errorf("background committer: %v", c.err)
+	}
+	for oid, d := range c.objs {
+		objs[oid] = d
+	}
+	t.Logf("background committer: %d transactions", c.n)
+}
+
 // checkObjects reads every object back through a new client.
 func checkObjects(t *testing.T, url string, objs objects) {
 	t.Helper()
@@ -512,7 +607,12 @@ func TestNodesAsProcesses(t *testing.T) {
 	objs := objects{}
 	commitObjects(t, url, objs, 40, "before kill")
 
+	// A client keeps committing while storage 1 is killed and comes back:
+	// every commit must succeed (the other storage has every partition).
+	bg := startCommitter(url)
+	bg.waitCommits(t, 3)
 	s1.kill()
+	bg.waitCommits(t, bg.count()+5)
 	for i := range 5 {
 		commitObjects(t, url, objs, 40, fmt.Sprintf("storage 1 down %d", i))
 	}
@@ -534,6 +634,8 @@ func TestNodesAsProcesses(t *testing.T) {
 	} else {
 		t.Logf("neoctl print pt:\n%s", out)
 	}
+	bg.waitCommits(t, bg.count()+5)
+	bg.finish(t, objs)
 	commitObjects(t, url, objs, 40, "storage 1 back")
 
 	// Stop storage 2 by neoctl: the data must all come from storage 1.
