@@ -786,3 +786,51 @@ func TestSimpleStoppedByNeoctl(t *testing.T) {
 	}
 	p.requireExit0()
 }
+
+// TestKillOnlyStorage: the only storage is killed (SIGKILL) right after
+// commits were acknowledged, before its deferred database commit; once it
+// is back, the cluster recovers by itself and every acknowledged commit is
+// there (locked transactions are finished from the database's temporary
+// tables during verification).
+func TestKillOnlyStorage(t *testing.T) {
+	const cluster = "only"
+	dir := t.TempDir()
+	masterAddr := freeAddr(t, "127.0.0.1")
+	adminAddr := freeAddr(t, "127.0.0.1")
+	url := "neo://" + cluster + "@" + masterAddr
+	m := start(t, "master", "neomaster", "-c", cluster, "-b", masterAddr, "-p", "3", "--autostart=1")
+	storageArgs := []string{"-c", cluster, "-m", masterAddr, "-a", "SQLite", "-d", filepath.Join(dir, "s.sqlite")}
+	s := start(t, "storage", "neostorage", storageArgs...)
+	a := start(t, "admin", "neoadmin", "-c", cluster, "-m", masterAddr, "-b", adminAddr)
+	running := func(what string) {
+		t.Helper()
+		eventually(t, time.Minute, what, func() (bool, string) {
+			out, err := ctlRun(t, adminAddr, "print", "cluster")
+			if err != nil {
+				return false, err.Error()
+			}
+			return strings.TrimSpace(out) == "RUNNING", out
+		})
+	}
+	running("cluster RUNNING")
+	objs := objects{}
+	for i := range 5 {
+		commitObjects(t, url, objs, 20, fmt.Sprintf("batch %d", i))
+	}
+	s.kill()
+	eventually(t, time.Minute, "cluster not operational without its storage", func() (bool, string) {
+		out, err := ctlRun(t, adminAddr, "print", "cluster")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.TrimSpace(out) != "RUNNING", out
+	})
+	s = start(t, "storage-restarted", "neostorage", storageArgs...)
+	running("cluster RUNNING again")
+	checkObjects(t, url, objs)
+	commitObjects(t, url, objs, 20, "after restart")
+	checkObjects(t, url, objs)
+	s.stopWith(syscall.SIGTERM)
+	a.stopWith(syscall.SIGTERM)
+	m.stopWith(syscall.SIGTERM)
+}
