@@ -129,7 +129,7 @@ func (c *checker) checkCounter(oid zodb.Oid, fo *FinalObject) {
 		c.add(Lost, -1, "counter %v is %d, but %d increments from %d were acknowledged: %d lost", oid, final, len(committed), init, n)
 		c.r.Lost += n - 1
 	case final > hi:
-		c.add(CountWrong, -1, "counter %v is %d, but at most %d increments from %d can have committed (%d acknowledged, %d of unknown outcome)", oid, final, hi-init, init, len(committed), pending)
+		c.add(CountWrong, -1, "counter %v is %d, but at most %d increments from %d can have committed (%d committed, %d of unknown outcome)", oid, final, hi-init, init, len(committed), pending)
 	}
 }
 
