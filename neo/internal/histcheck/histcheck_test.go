@@ -53,8 +53,8 @@ func good() (*History, Final) {
 	h.Add(readLst("C1", 12, 13, 35, L("a", "b", "c")))
 	h.Add(Op{Client: "C1", Kind: Increment, Obj: cnt2, Call: 1, Return: 2, At: 10, Value: Value{Count: 0}, Outcome: OK, Tid: 12})
 	f := Final{
-		cnt: {Value: Value{Count: 3}, Revisions: []Revision{{5, Value{Count: 0}}, {20, Value{Count: 1}}, {30, Value{Count: 2}}, {40, Value{Count: 3}}}},
-		lst: {Value: Value{Tokens: L("a", "b", "c")}, Revisions: []Revision{{5, Value{}}, {15, Value{Tokens: L("a")}}, {25, Value{Tokens: L("a", "b")}}, {35, Value{Tokens: L("a", "b", "c")}}}},
+		cnt:  {Value: Value{Count: 3}, Revisions: []Revision{{5, Value{Count: 0}}, {20, Value{Count: 1}}, {30, Value{Count: 2}}, {40, Value{Count: 3}}}},
+		lst:  {Value: Value{Tokens: L("a", "b", "c")}, Revisions: []Revision{{5, Value{}}, {15, Value{Tokens: L("a")}}, {25, Value{Tokens: L("a", "b")}}, {35, Value{Tokens: L("a", "b", "c")}}}},
 		cnt2: {Value: Value{Count: 1}, Revisions: []Revision{{12, Value{Count: 1}}}},
 	}
 	return h, f
