@@ -226,7 +226,11 @@ func (t *txn) sendLocked(ctx context.Context, oid zodb.Oid, req proto.Msg, kind 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		t.c.log.Warn("storage lost during a transaction", "storage", nid, "ttid", t.ttid, "err", err)
+		if errors.Is(err, errStorageDown) {
+			t.c.log.Debug("storage not running: not written", "storage", nid, "ttid", t.ttid)
+		} else {
+			t.c.log.Warn("storage lost during a transaction", "storage", nid, "ttid", t.ttid, "err", err)
+		}
 		t.failed[nid] = true
 		lastErr = err
 	}

@@ -20,6 +20,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -487,6 +488,21 @@ const pollInterval = 10 * time.Millisecond
 // WaitState asks the admin for the cluster state and the storages' states
 // (by address) until ok accepts them.
 func (c *Cluster) WaitState(ctx context.Context, ok func(proto.ClusterState, map[string]proto.NodeState) bool) error {
+	return c.poll(ctx, func(ctx context.Context, link *neonet.Link) (bool, error) {
+		st, storages, err := askState(ctx, link)
+		if err != nil {
+			return false, err
+		}
+		if ok(st, storages) {
+			return true, nil
+		}
+		return false, fmt.Errorf("cluster %v, storages %v", st, storages)
+	})
+}
+
+// poll runs check on a link to the admin every pollInterval until it
+// reports done.
+func (c *Cluster) poll(ctx context.Context, check func(context.Context, *neonet.Link) (bool, error)) error {
 	var link *neonet.Link
 	defer func() {
 		if link != nil {
@@ -511,15 +527,11 @@ func (c *Cluster) WaitState(ctx context.Context, ok func(proto.ClusterState, map
 			}
 		}
 		if link != nil {
-			st, storages, err := askState(ctx, link)
-			if err == nil && ok(st, storages) {
+			done, err := check(ctx, link)
+			if done {
 				return nil
 			}
-			if err != nil {
-				lastErr = err
-			} else {
-				lastErr = fmt.Errorf("cluster %v, storages %v", st, storages)
-			}
+			lastErr = err
 		}
 		select {
 		case <-tick.C:
@@ -527,6 +539,32 @@ func (c *Cluster) WaitState(ctx context.Context, ok func(proto.ClusterState, map
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
 		}
 	}
+}
+
+// WaitUpToDate waits until every cell of the partition table is
+// UP_TO_DATE (replication finished), as the admin reports it.
+func (c *Cluster) WaitUpToDate(ctx context.Context) error {
+	if c.admin == nil {
+		return errors.New("cluster: WaitUpToDate needs the admin node")
+	}
+	return c.poll(ctx, func(ctx context.Context, link *neonet.Link) (bool, error) {
+		m, err := link.Ask(ctx, &proto.AskPartitionList{})
+		if err != nil {
+			return false, fmt.Errorf("partition list: %w", err)
+		}
+		a, ok := m.(*proto.AnswerPartitionList)
+		if !ok {
+			return false, fmt.Errorf("partition list: %#v", m)
+		}
+		for p, row := range a.Rows {
+			for _, cell := range row {
+				if cell.State != proto.CellUpToDate {
+					return false, fmt.Errorf("partition %d: cell %v %v", p, cell.NID, cell.State)
+				}
+			}
+		}
+		return len(a.Rows) > 0, nil
+	})
 }
 
 func askState(ctx context.Context, link *neonet.Link) (proto.ClusterState, map[string]proto.NodeState, error) {

@@ -1,0 +1,76 @@
+package cluster_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/neozodb/neo/neo/internal/cluster"
+	"github.com/neozodb/neo/zodb"
+)
+
+func commit(t *testing.T, stor *zodb.Storage, oid zodb.Oid, serial zodb.Tid, data string) zodb.Tid {
+	t.Helper()
+	ctx := t.Context()
+	txn, err := stor.Begin(ctx, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Store(ctx, oid, serial, []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tid, err := txn.Finish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+// TestRestartReplicates: a storage that missed commits while it was down
+// catches up when it comes back, and then serves them alone.
+func TestRestartReplicates(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1, Partitions: 2})
+	stor := c.Open(t, "C1", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	oids, err := stor.NewOids(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serials := map[zodb.Oid]zodb.Tid{}
+	for _, oid := range oids[:2] {
+		serials[oid] = commit(t, stor, oid, 0, "before "+oid.String())
+	}
+
+	c.KillStorage(0)
+	for _, oid := range oids[2:] {
+		serials[oid] = commit(t, stor, oid, 0, "while S1 down "+oid.String())
+	}
+	if err := c.RestartStorage(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("S1 back: %v", err)
+	}
+	if err := c.WaitUpToDate(ctx); err != nil {
+		t.Fatalf("S1 back: replication: %v", err)
+	}
+
+	c.KillStorage(1)
+	for i, oid := range oids {
+		data, serial, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+		if err != nil {
+			t.Fatalf("load %v from S1 alone: %v", oid, err)
+		}
+		want := "before "
+		if i >= 2 {
+			want = "while S1 down "
+		}
+		if string(data) != want+oid.String() || serial != serials[oid] {
+			t.Errorf("load %v from S1 alone: %q at %v", oid, data, serial)
+		}
+	}
+}
