@@ -38,16 +38,28 @@ func checkObject(m proto.Msg) error {
 	return nil
 }
 
+var zlibReaders sync.Pool
+
 // inflate returns the object data as the application wrote it.
 func inflate(compression uint8, data []byte) ([]byte, error) {
 	switch compression {
 	case 0:
 		return data, nil
 	case 1:
-		r, err := zlib.NewReader(bytes.NewReader(data))
-		if err != nil {
-			return nil, fmt.Errorf("zlib: %w", err)
+		// zlib readers are kept for reuse: each holds a 32 KiB window.
+		var r io.ReadCloser
+		if v := zlibReaders.Get(); v != nil {
+			r = v.(io.ReadCloser)
+			if err := r.(zlib.Resetter).Reset(bytes.NewReader(data), nil); err != nil {
+				return nil, fmt.Errorf("zlib: %w", err)
+			}
+		} else {
+			var err error
+			if r, err = zlib.NewReader(bytes.NewReader(data)); err != nil {
+				return nil, fmt.Errorf("zlib: %w", err)
+			}
 		}
+		defer zlibReaders.Put(r)
 		out, err := io.ReadAll(io.LimitReader(r, maxInflated+1))
 		if err != nil {
 			return nil, fmt.Errorf("zlib: %w", err)

@@ -172,15 +172,23 @@ func (t *txn) checkActiveLocked(op string) error {
 	return nil
 }
 
+var zlibWriters sync.Pool
+
 // compress returns the data as sent: zlib-compressed if that is smaller.
 func (c *Client) compress(data []byte) (uint8, []byte) {
 	if c.cfg.NoCompress || len(data) < 32 {
 		return 0, data
 	}
 	var b bytes.Buffer
-	w := zlib.NewWriter(&b)
+	w, _ := zlibWriters.Get().(*zlib.Writer)
+	if w == nil {
+		w = zlib.NewWriter(&b)
+	} else {
+		w.Reset(&b)
+	}
 	w.Write(data)
 	w.Close()
+	zlibWriters.Put(w)
 	if b.Len() < len(data) {
 		return 1, b.Bytes()
 	}
