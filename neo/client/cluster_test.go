@@ -236,3 +236,74 @@ func TestMasterReconnect(t *testing.T) {
 		t.Errorf("load %q at %v, want x2 at %v", data, serial, t3)
 	}
 }
+
+// TestDeadlockAvoidance: two transactions store two objects in opposite
+// orders. The storage tells the younger one to give its lock back
+// (NotifyDeadlock); its client relocks (AskRelockObject), the older one
+// commits and the younger one gets a conflict instead of waiting forever.
+func TestDeadlockAvoidance(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 1})
+	a := c.Open(t, "C1", nil)
+	b := c.Open(t, "C2", nil)
+	ctx := testCtx(t)
+	oids, err := a.NewOids(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := oids[0], oids[1]
+	sx := commit(t, a, x, 0, []byte("x0"))
+	sy := commit(t, a, y, 0, []byte("y0"))
+
+	ta, err := a.Begin(ctx, zodb.TxnMeta{}) // older
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ta.Abort(ctx)
+	tb, err := b.Begin(ctx, zodb.TxnMeta{}) // younger
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Abort(ctx)
+	// Stores are answered later: a load on the same link after one is a
+	// barrier (the storage handles a link's requests in order).
+	barrier := func(stor *zodb.Storage) {
+		t.Helper()
+		loadAt(t, stor, x, sx)
+	}
+	if err := ta.Store(ctx, y, sy, []byte("y by a")); err != nil {
+		t.Fatal(err)
+	}
+	barrier(a)
+	if err := tb.Store(ctx, x, sx, []byte("x by b")); err != nil {
+		t.Fatal(err)
+	}
+	barrier(b)
+	if err := ta.Store(ctx, x, sx, []byte("x by a")); err != nil { // waits for b's lock
+		t.Fatal(err)
+	}
+	if err := tb.Store(ctx, y, sy, []byte("y by b")); err != nil { // waits for a's lock
+		t.Fatal(err)
+	}
+	vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := ta.Vote(vctx); err != nil {
+		t.Fatalf("older transaction: vote: %v (deadlock not avoided?)", err)
+	}
+	tid, err := ta.Finish(vctx)
+	if err != nil {
+		t.Fatalf("older transaction: finish: %v", err)
+	}
+	_, err = tb.Vote(vctx)
+	var ce *zodb.ConflictError
+	if !errors.As(err, &ce) {
+		t.Fatalf("younger transaction: vote: %v, want a conflict", err)
+	}
+	if ce.CommittedSerial != tid {
+		t.Errorf("conflict %v, want with the older transaction's %v", ce, tid)
+	}
+	for oid, want := range map[zodb.Oid]string{x: "x by a", y: "y by a"} {
+		if data, serial := loadAt(t, b, oid, zodb.TidMax); string(data) != want || serial != tid {
+			t.Errorf("load %v: %q at %v, want %q at %v", oid, data, serial, want, tid)
+		}
+	}
+}

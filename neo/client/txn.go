@@ -145,6 +145,7 @@ func (c *Client) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, error
 		failed:   map[proto.NodeID]bool{},
 	}
 	c.cur.Store(t)
+	c.log.Debug("transaction begun", "ttid", t.ttid)
 	return t, nil
 }
 
@@ -472,6 +473,7 @@ func (c *Client) onDeadlock(nid proto.NodeID, link *neonet.Link, m *proto.Notify
 	if t.voting || t.state != txnActive || t.failed[nid] {
 		return
 	}
+	c.log.Debug("deadlock avoidance: relocking", "ttid", m.TTid, "oid", m.Oid, "storage", nid)
 	call, err := link.Start(c.ctx, &proto.AskRelockObject{TTid: m.TTid, Oid: m.Oid})
 	if err != nil {
 		t.failed[nid] = true
