@@ -129,6 +129,7 @@ func (s *Storage) identifyToMaster(ctx context.Context, addr string) (link *neon
 		ansCh <- answer{m, err}
 	}()
 	var ans answer
+	recvEnded := false
 wait:
 	for {
 		select {
@@ -136,6 +137,7 @@ wait:
 			break wait
 		case x := <-inCh:
 			if x.err != nil {
+				recvEnded = true
 				ans = <-ansCh
 				if ans.err == nil {
 					ans.err = x.err
@@ -150,6 +152,17 @@ wait:
 		}
 	}
 	if ans.err != nil {
+		// a NotPrimaryMaster may be queued behind the failure
+		link.Close()
+		for !recvEnded {
+			x := <-inCh
+			if x.err != nil {
+				break
+			}
+			if npm, ok := x.req.Msg.(*proto.NotPrimaryMaster); ok {
+				next = s.learnMasters(npm)
+			}
+		}
 		var pe *proto.Error
 		if errors.As(ans.err, &pe) && pe.Code == proto.ProtocolError {
 			s.logf(slog.LevelWarn, "master refused identification", "addr", addr, "err", pe.Message)
@@ -767,6 +780,9 @@ func (s *Storage) leaveOperation(why string) {
 	was := s.operational
 	s.viewMu.Lock()
 	s.operational = false
+	if s.tm != nil {
+		close(s.tm.released) // requests waiting for a lock give up
+	}
 	s.tm = nil
 	s.viewMu.Unlock()
 	r := s.repl

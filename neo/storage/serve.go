@@ -88,6 +88,18 @@ func (s *Storage) serveLink(ctx context.Context, link *neonet.Link) {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// requests waiting for a lock give up when the link goes down
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-link.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	h := &linkHandler{s: s, link: link, peer: p, wg: &wg}
 	for {
 		r, err := link.Recv(ctx)
