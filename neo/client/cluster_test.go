@@ -307,3 +307,99 @@ func TestDeadlockAvoidance(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedVote: a storage the client cannot reach during a commit, while
+// the master still sees it running, is reported with FailedVote; the commit
+// goes on with the other replica, which then serves the data.
+func TestFailedVote(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1, Partitions: 2})
+	stor := c.Open(t, "C1", nil)
+	ctx := testCtx(t)
+	oid, err := stor.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0 := commit(t, stor, oid, 0, []byte("v0"))
+
+	txn, err := stor.Begin(ctx, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort(ctx)
+	if err := txn.Store(ctx, oid, s0, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Cut("C1", c.StorageName(0))
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatalf("vote with one storage cut off: %v", err)
+	}
+	tid, err := txn.Finish(ctx)
+	if err != nil {
+		t.Fatalf("finish with one storage cut off: %v", err)
+	}
+	if data, serial := loadAt(t, stor, oid, zodb.TidMax); string(data) != "v1" || serial != tid {
+		t.Errorf("load %q at %v, want v1 at %v", data, serial, tid)
+	}
+}
+
+// TestFinishOrphan: the master's answer to AskFinishTransaction is lost
+// with the connection; the client asks the next session for the final tid
+// (AskFinalTID) and returns it.
+func TestFinishOrphan(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a := c.Open(t, "C1", nil)
+	b := c.Open(t, "C2", nil)
+	ctx := testCtx(t)
+	ch := make(chan zodb.Event, 16)
+	b.AddWatch(ch)
+	defer b.DelWatch(ch)
+	oid, err := a.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn, err := a.Begin(ctx, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort(ctx)
+	if err := txn.Store(ctx, oid, 0, []byte("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Blackhole("M1", "C1") // the answer to finish will not come
+	type result struct {
+		tid zodb.Tid
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tid, err := txn.Finish(ctx)
+		done <- result{tid, err}
+	}()
+	// The other client sees the commit: the answer is held back.
+	var committed zodb.Tid
+	select {
+	case ev := <-ch:
+		ce, ok := ev.(*zodb.CommitEvent)
+		if !ok {
+			t.Fatalf("event %#v", ev)
+		}
+		committed = ce.Tid
+	case <-ctx.Done():
+		t.Fatal("the commit was not seen by the other client")
+	}
+	c.Net.Cut("M1", "C1") // drops the held answer with the connection
+	c.Net.Heal("M1", "C1")
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("finish after losing the answer: %v", r.err)
+	}
+	if r.tid != committed {
+		t.Errorf("finish returned %v, the commit is %v", r.tid, committed)
+	}
+	if data, serial := loadAt(t, a, oid, zodb.TidMax); string(data) != "orphan" || serial != committed {
+		t.Errorf("load %q at %v", data, serial)
+	}
+}
