@@ -322,17 +322,21 @@ func commitObjects(t *testing.T, url string, objs objects, n int, tag string) {
 // committer commits, through one client, transactions of a few new
 // objects until finished, and keeps what was acknowledged.
 type committer struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	mu     sync.Mutex
-	objs   objects
-	n      int
-	err    error
+	cancel   context.CancelFunc
+	done     chan struct{}
+	tolerant bool // failed transactions are counted, not fatal
+	mu       sync.Mutex
+	objs     objects
+	n        int
+	failed   []error
+	err      error
 }
 
-func startCommitter(url string) *committer {
+// startCommitter starts committing; a tolerant committer goes on after a
+// failed transaction (as an application retries), else it stops.
+func startCommitter(url string, tolerant bool) *committer {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &committer{cancel: cancel, done: make(chan struct{}), objs: objects{}}
+	c := &committer{cancel: cancel, done: make(chan struct{}), objs: objects{}, tolerant: tolerant}
 	go func() {
 		defer close(c.done)
 		c.err = c.run(ctx, url)
@@ -347,6 +351,26 @@ func (c *committer) run(ctx context.Context, url string) error {
 	}
 	defer stor.Close()
 	for i := 0; ctx.Err() == nil; i++ {
+		err := c.commitOne(ctx, stor, i)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		if !c.tolerant {
+			return err
+		}
+		c.mu.Lock()
+		c.failed = append(c.failed, err)
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (c *committer) commitOne(ctx context.Context, stor *zodb.Storage, i int) error {
+	{
 		oids, err := stor.NewOids(ctx, 5)
 		if err != nil {
 			return fmt.Errorf("commit %d: new oids: %w", i, err)
@@ -411,7 +435,10 @@ func (c *committer) finish(t *testing.T, objs objects) {
 	for oid, d := range c.objs {
 		objs[oid] = d
 	}
-	t.Logf("background committer: %d transactions", c.n)
+	t.Logf("background committer: %d transactions, %d failed", c.n, len(c.failed))
+	for _, err := range c.failed {
+		t.Logf("  failed: %v", err)
+	}
 }
 
 // checkObjects reads every object back through a new client.
@@ -609,7 +636,7 @@ func TestNodesAsProcesses(t *testing.T) {
 
 	// A client keeps committing while storage 1 is killed and comes back:
 	// every commit must succeed (the other storage has every partition).
-	bg := startCommitter(url)
+	bg := startCommitter(url, false)
 	bg.waitCommits(t, 3)
 	s1.kill()
 	bg.waitCommits(t, bg.count()+5)
@@ -831,6 +858,55 @@ func TestKillOnlyStorage(t *testing.T) {
 	commitObjects(t, url, objs, 20, "after restart")
 	checkObjects(t, url, objs)
 	s.stopWith(syscall.SIGTERM)
+	a.stopWith(syscall.SIGTERM)
+	m.stopWith(syscall.SIGTERM)
+}
+
+// TestKillMaster: the master is killed (SIGKILL) and restarted on its
+// address; the storages and the admin reconnect, the cluster comes back
+// by itself with its data, and a client that was open goes on committing.
+func TestKillMaster(t *testing.T) {
+	const cluster = "km"
+	dir := t.TempDir()
+	masterAddr := freeAddr(t, "127.0.0.1")
+	adminAddr := freeAddr(t, "127.0.0.1")
+	url := "neo://" + cluster + "@" + masterAddr
+	masterArgs := []string{"-c", cluster, "-b", masterAddr, "-p", "4", "-r", "1", "--autostart=2"}
+	m := start(t, "master", "neomaster", masterArgs...)
+	var storages []*proc
+	for _, name := range []string{"s1", "s2"} {
+		storages = append(storages, start(t, name, "neostorage", "-c", cluster, "-m", masterAddr, "-a", "SQLite", "-d", filepath.Join(dir, name+".sqlite")))
+	}
+	a := start(t, "admin", "neoadmin", "-c", cluster, "-m", masterAddr, "-b", adminAddr)
+	running := func(what string) {
+		t.Helper()
+		eventually(t, time.Minute, what, func() (bool, string) {
+			out, err := ctlRun(t, adminAddr, "print", "cluster")
+			if err != nil {
+				return false, err.Error()
+			}
+			return strings.TrimSpace(out) == "RUNNING", out
+		})
+	}
+	running("cluster RUNNING")
+	objs := objects{}
+	commitObjects(t, url, objs, 30, "before")
+	// Transactions under way when the master dies may fail (the
+	// application retries them); the next ones must succeed.
+	bg := startCommitter(url, true)
+	bg.waitCommits(t, 3)
+
+	m.kill()
+	m = start(t, "master-restarted", "neomaster", masterArgs...)
+	running("cluster RUNNING after the master's restart")
+	// The open client commits again once it found the new master.
+	bg.waitCommits(t, bg.count()+3)
+	bg.finish(t, objs)
+	commitObjects(t, url, objs, 30, "after")
+	checkObjects(t, url, objs)
+	for _, s := range storages {
+		s.stopWith(syscall.SIGTERM)
+	}
 	a.stopWith(syscall.SIGTERM)
 	m.stopWith(syscall.SIGTERM)
 }
