@@ -22,3 +22,9 @@ var clientSeq atomic.Int64
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, newURL, storagetest.SharedHandles())
 }
+
+// BenchmarkConformance runs the storage benchmarks of the suite on a
+// cluster of one master and two storages holding every partition twice.
+func BenchmarkConformance(b *testing.B) {
+	storagetest.Bench(b, newURL)
+}
