@@ -52,3 +52,51 @@ func TestResetDatabase(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// signalHandler is a slog handler that signals each record's message.
+type signalHandler struct{ msgs chan string }
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h.msgs <- r.Message:
+	default:
+	}
+	return nil
+}
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h signalHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestOpenWait: --wait retries while another node holds the database.
+func TestOpenWait(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.sqlite")
+	holder, err := sqlite.Open(ctx, path, sqlite.Options{Name: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := openSQLite(ctx, path, sqlite.Options{Name: "c"}, 0, quiet); err == nil || !strings.Contains(err.Error(), "locked") {
+		holder.Close()
+		t.Fatalf("open of a held database without --wait: %v", err)
+	}
+	h := signalHandler{make(chan string, 1)}
+	type result struct {
+		db  *sqlite.DB
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		db, err := openSQLite(ctx, path, sqlite.Options{Name: "c"}, 60, slog.New(h))
+		res <- result{db, err}
+	}()
+	if msg := <-h.msgs; !strings.Contains(msg, "retrying") {
+		t.Errorf("log: %q", msg)
+	}
+	holder.Close()
+	r := <-res
+	if r.err != nil {
+		t.Fatalf("open with --wait once the holder closed: %v", r.err)
+	}
+	r.db.Close()
+}
