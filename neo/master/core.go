@@ -154,6 +154,7 @@ type ask struct {
 	phase uint64 // c.phase when it was sent
 	op    uint64 // c.operation when it was sent
 	ttid  zodb.Tid
+	old   *oldPackRequest // AskPackOrders for an old pack request
 }
 
 // delayedRequest is a request whose processing waits (NEO/py's
@@ -220,6 +221,7 @@ type Core struct {
 	blockBegin     bool // STOPPING: no new transaction (NEO/py's dummy starting entry)
 	delayed        []delayedRequest
 	packs          *packManager
+	oldPacks       []*oldPackRequest
 	exiting        bool
 	forceShutdown  bool // STOPPING: no longer operational, stop without waiting
 	runningDelayed bool
@@ -570,7 +572,15 @@ func (c *Core) answer(ev EvAnswer) {
 		c.recoveryAnswerRecovery(n, a, m)
 	case *proto.AnswerPartitionTable:
 		c.recoveryAnswerPartitionTable(n, a, m)
-	case *proto.AnswerLockedTransactions, *proto.AnswerFinalTID, *proto.AnswerLastIDs, *proto.AnswerPackOrders:
+	case *proto.AnswerPackOrders:
+		if a.old != nil {
+			if a.op == c.operation {
+				c.oldPackAnswer(a.old, n, m)
+			}
+			return
+		}
+		c.verifyAnswer(n, a, m)
+	case *proto.AnswerLockedTransactions, *proto.AnswerFinalTID, *proto.AnswerLastIDs:
 		c.verifyAnswer(n, a, m)
 	case *proto.AnswerInformationLocked:
 		if a.op == c.operation {

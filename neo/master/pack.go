@@ -168,4 +168,131 @@ func (pm *packManager) clientLost(n *node) {
 	}
 }
 
-func (c *Core) packAnswerOrders(*node, *proto.AnswerPackOrders) {}
+// oldPackRequest is a storage's AskPackOrders for orders older than the
+// master remembers (NEO/py's RequestOld): the orders are first asked to
+// storages with readable cells of every partition.
+type oldPackRequest struct {
+	caller   *node // the storage asking; nil once gone
+	link     LinkID
+	msgID    uint32
+	packID   zodb.Tid
+	offsets  map[int]bool            // partitions not answered for yet
+	querying map[proto.NodeID][]int // storages asked, and for which partitions
+	orders   []proto.PackOrder
+}
+
+// askPackOrders answers a storage's AskPackOrders: from memory, or after
+// asking the storages for old orders.
+func (c *Core) askPackOrders(n *node, ev EvRecv, min zodb.Tid) {
+	pm := c.packs
+	if pm.maxCompleted == zodb.InvalidTid || pm.maxCompleted < min {
+		c.reply(ev.Link, ev.MsgID, &proto.AnswerPackOrders{Orders: pm.ordersFrom(min)})
+		return
+	}
+	r := &oldPackRequest{caller: n, link: ev.Link, msgID: ev.MsgID, packID: min,
+		offsets: map[int]bool{}, querying: map[proto.NodeID][]int{}}
+	for p := 0; p < c.pt.NP(); p++ {
+		r.offsets[p] = true
+	}
+	c.oldPacks = append(c.oldPacks, r)
+	c.oldPackAsk(r)
+}
+
+// oldPackAsk asks storages for the partitions nobody is asked for yet.
+func (c *Core) oldPackAsk(r *oldPackRequest) {
+	readable := map[proto.NodeID][]int{}
+	for p := range r.offsets {
+		for _, cell := range c.pt.ReadableCells(p) {
+			readable[cell.NID] = append(readable[cell.NID], p)
+		}
+	}
+	todo := map[int]bool{}
+	for p := range r.offsets {
+		todo[p] = true
+	}
+	for _, ps := range r.querying {
+		for _, p := range ps {
+			delete(todo, p)
+		}
+	}
+	for p := 0; p < c.pt.NP(); p++ {
+		if !todo[p] {
+			continue
+		}
+		var target *node
+		for _, cell := range c.pt.ReadableCells(p) {
+			if n := c.nodeByID(cell.NID); n != nil && n.identified() {
+				if _, busy := r.querying[n.nid]; !busy {
+					target = n
+					break
+				}
+			}
+		}
+		if target == nil {
+			continue // asked again when a storage is lost or answers
+		}
+		var mine []int
+		for _, q := range readable[target.nid] {
+			if todo[q] {
+				mine = append(mine, q)
+				delete(todo, q)
+			}
+		}
+		r.querying[target.nid] = mine
+		c.nextTag++
+		c.asks[c.nextTag] = ask{link: target.link, phase: c.phase, op: c.operation, old: r}
+		if p := c.peers[target.link]; p != nil {
+			p.asking++
+		}
+		c.out = append(c.out, ActAsk{Link: target.link, Msg: &proto.AskPackOrders{MinPackID: r.packID}, Tag: c.nextTag})
+	}
+}
+
+// oldPackAnswer takes a storage's answer for an old pack request.
+func (c *Core) oldPackAnswer(r *oldPackRequest, n *node, m *proto.AnswerPackOrders) {
+	if r.caller == nil {
+		return
+	}
+	for _, p := range r.querying[n.nid] {
+		delete(r.offsets, p)
+	}
+	delete(r.querying, n.nid)
+	r.orders = append(r.orders, m.Orders...)
+	if len(r.offsets) > 0 {
+		c.oldPackAsk(r)
+		return
+	}
+	c.removeOldPack(r)
+	pm := c.packs
+	pm.maxCompleted = r.packID - 1
+	pm.load(r.orders)
+	if r.caller.link == r.link {
+		c.reply(r.link, r.msgID, &proto.AnswerPackOrders{Orders: pm.ordersFrom(r.packID)})
+	}
+	c.updateCompletedPack()
+}
+
+func (c *Core) removeOldPack(r *oldPackRequest) {
+	for i, x := range c.oldPacks {
+		if x == r {
+			c.oldPacks = append(c.oldPacks[:i:i], c.oldPacks[i+1:]...)
+			return
+		}
+	}
+}
+
+// oldPackStorageLost forgets requests of a lost storage and asks others
+// what it was asked.
+func (c *Core) oldPackStorageLost(n *node) {
+	for _, r := range append([]*oldPackRequest(nil), c.oldPacks...) {
+		if r.caller == n {
+			r.caller = nil
+			c.removeOldPack(r)
+			continue
+		}
+		if _, ok := r.querying[n.nid]; ok {
+			delete(r.querying, n.nid)
+			c.oldPackAsk(r)
+		}
+	}
+}

@@ -56,6 +56,20 @@ func TestPackOrder(t *testing.T) {
 	if acts[0].(ActReply).MsgID != 8 {
 		t.Fatalf("answer id %d", acts[0].(ActReply).MsgID)
 	}
+	// Orders older than what the master remembers are asked to the
+	// storages first.
+	h.take(s)
+	h.request(s, 11, &proto.AskPackOrders{MinPackID: 1})
+	a := h.mustFind(s, &proto.AskPackOrders{}).(ActAsk)
+	if a.Msg.(*proto.AskPackOrders).MinPackID != 1 {
+		t.Fatalf("asked %+v", a.Msg)
+	}
+	old := proto.PackOrder{PackID: packID, Approved: proto.Some(true), PackTid: tid1}
+	h.answerAsk(s, &proto.AskPackOrders{}, &proto.AnswerPackOrders{Orders: []proto.PackOrder{old}})
+	acts = h.expect(s, &proto.AnswerPackOrders{})
+	if r := acts[0].(ActReply); r.MsgID != 11 || len(r.Msg.(*proto.AnswerPackOrders).Orders) != 1 || r.Msg.(*proto.AnswerPackOrders).Orders[0].PackID != packID {
+		t.Fatalf("old orders %+v", r)
+	}
 	// Unknown (or completed) pack: answered at once.
 	h.request(cl, 10, &proto.WaitForPack{PackID: packID})
 	h.expect(cl, &proto.WaitedForPack{})

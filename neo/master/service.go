@@ -139,7 +139,7 @@ func (c *Core) storageRecv(n *node, ev EvRecv) {
 		// NEO/py only acts on it with an experimental flag, off by default.
 		c.log.Warn("partition reported corrupted", "partition", m.Partition, "storages", m.NIDs)
 	case *proto.AskPackOrders:
-		c.reply(ev.Link, ev.MsgID, &proto.AnswerPackOrders{Orders: c.packs.ordersFrom(m.MinPackID)})
+		c.askPackOrders(n, ev, m.MinPackID)
 	case *proto.NotifyPackCompleted:
 		n.completedPack = m.PackID
 		c.updateCompletedPack()
@@ -174,6 +174,7 @@ func (c *Core) storageLost(n *node) {
 		n.state = proto.NodeDown
 	}
 	c.broadcastNodes([]*node{n})
+	c.oldPackStorageLost(n)
 	if !c.storageLostOutdate(n) {
 		return
 	}
@@ -213,6 +214,7 @@ func (c *Core) stopOperation(truncate zodb.Tid) {
 	c.log.Error("no longer operational")
 	c.startupAllowed = !(c.truncateTid != zodb.InvalidTid || truncate != zodb.InvalidTid)
 	c.packs.reset()
+	c.oldPacks = nil
 	c.readiness = 0
 	c.readyDict = map[proto.NodeID]int{}
 	c.startingSet = map[proto.NodeID]bool{}

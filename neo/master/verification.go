@@ -181,9 +181,6 @@ func (c *Core) validateTransactions() {
 
 func (c *Core) verifyAnswer(n *node, a ask, m proto.Msg) {
 	if c.state != proto.ClusterVerifying || a.phase != c.phase || c.ver == nil {
-		if pc, ok := m.(*proto.AnswerPackOrders); ok && c.state == proto.ClusterRunning {
-			c.packAnswerOrders(n, pc)
-		}
 		return
 	}
 	v := c.ver
