@@ -753,9 +753,30 @@ func (s *Storage) startOperation(ctx context.Context, backup bool) error {
 	if err := s.db.DropUnfinished(ctx); err != nil {
 		return err
 	}
+	backupTid, err := s.configTid(ctx, backend.KeyBackupTid)
+	if err != nil {
+		return err
+	}
+	if backup && backupTid == zodb.InvalidTid {
+		// entering backup mode: the data is complete up to the last tid
+		ids, err := s.lastIDs(ctx)
+		if err != nil {
+			return err
+		}
+		backupTid = 0
+		if ids.LastTid != zodb.InvalidTid {
+			backupTid = ids.LastTid
+		}
+		if err := s.db.SetConfig(ctx, backend.KeyBackupTid, backupTid.String(), true); err != nil {
+			return err
+		}
+		if err := s.db.Commit(ctx); err != nil {
+			return err
+		}
+	}
 	s.viewMu.Lock()
 	s.operational = true
-	s.backupMode = backup
+	s.backupTid = backupTid
 	s.tm = newTxnManager(s)
 	s.viewMu.Unlock()
 	s.log.Info("operational", "backup", backup)

@@ -167,7 +167,7 @@ func (s *Storage) identifyPeer(ctx context.Context, id *proto.RequestIdentificat
 		}
 		if id.NID == s.nid {
 			s.mu.Unlock()
-			return nil, &peerError{proto.ProtocolError, "uuid conflict", true}
+			return nil, &peerError{proto.ProtocolError, "uuid conflict or loopback connection", true}
 		}
 		n := s.nodes[id.NID]
 		if n == nil || n.idTime != id.IDTimestamp {
@@ -194,7 +194,7 @@ func (s *Storage) identifyPeer(ctx context.Context, id *proto.RequestIdentificat
 			}
 			return &peer{nid: id.NID, typ: id.NodeType}, nil
 		}
-		return nil, &peerError{proto.ProtocolError, "unexpected node type", true}
+		return nil, &peerError{proto.ProtocolError, "reject non-client-or-storage node", true}
 	}
 }
 
@@ -297,6 +297,9 @@ func (h *linkHandler) handle(ctx context.Context, r *neonet.Request) error {
 		if !client {
 			break
 		}
+		if err := h.readOnly(); err != nil {
+			return err
+		}
 		s.mu.Lock()
 		tid, err := s.finalTid(ctx, m.TTid)
 		s.mu.Unlock()
@@ -359,12 +362,17 @@ func (h *linkHandler) handle(ctx context.Context, r *neonet.Request) error {
 }
 
 func (h *linkHandler) readOnly() error {
-	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
-	if h.s.backupMode {
+	if h.backupTid() != zodb.InvalidTid {
 		return &peerError{proto.ReadOnlyAccess, "read-only access because cluster is in backuping mode", false}
 	}
 	return nil
+}
+
+// backupTid returns the tid reads are capped at (InvalidTid: none).
+func (h *linkHandler) backupTid() zodb.Tid {
+	h.s.viewMu.RLock()
+	defer h.s.viewMu.RUnlock()
+	return h.s.backupTid
 }
 
 // waitUntil waits until cond (called with mu held) is false; it returns
@@ -393,6 +401,21 @@ func (s *Storage) waitWhile(ctx context.Context, cond func() bool) error {
 // by a goroutine of its own so that the link goes on.
 func (h *linkHandler) askObject(ctx context.Context, r *neonet.Request, m *proto.AskObject) error {
 	s := h.s
+	if b := h.backupTid(); b != zodb.InvalidTid {
+		// read-only service of a backup cluster: nothing after b
+		c := *m
+		switch {
+		case c.At != zodb.InvalidTid:
+			if c.At > b {
+				c.At = 0 // not found, or does not exist
+			}
+		case c.Before != zodb.InvalidTid:
+			c.Before = min(c.Before, b+1)
+		default:
+			c.Before = b + 1
+		}
+		m = &c
+	}
 	s.viewMu.RLock()
 	p := s.partitionOf(uint64(m.Oid))
 	if !s.readable(p) {
@@ -590,6 +613,9 @@ func (h *linkHandler) askTIDs(ctx context.Context, r *neonet.Request, m *proto.A
 	if err != nil {
 		return err
 	}
+	if b := h.backupTid(); b != zodb.InvalidTid {
+		tids = slices.DeleteFunc(tids, func(t zodb.Tid) bool { return t > b })
+	}
 	return r.Reply(ctx, &proto.AnswerTIDs{Tids: tids})
 }
 
@@ -605,7 +631,11 @@ func (h *linkHandler) askTIDsFrom(ctx context.Context, r *neonet.Request, m *pro
 	if err != nil {
 		return err
 	}
-	tids, err := s.db.TIDsFrom(ctx, m.Partition, m.MinTid, m.MaxTid, int(m.Length))
+	maxTid := m.MaxTid
+	if b := h.backupTid(); b != zodb.InvalidTid {
+		maxTid = min(maxTid, b)
+	}
+	tids, err := s.db.TIDsFrom(ctx, m.Partition, m.MinTid, maxTid, int(m.Length))
 	if err != nil {
 		return err
 	}
@@ -642,6 +672,9 @@ func (h *linkHandler) askTransactionInformation(ctx context.Context, r *neonet.R
 	s.mu.Unlock()
 	if !ok {
 		return nonReadable(m.Tid.String())
+	}
+	if b := h.backupTid(); b != zodb.InvalidTid && m.Tid > b {
+		return &peerError{proto.TidNotFound, fmt.Sprintf("tids > %s are not fully fetched yet", b), false}
 	}
 	t, err := s.db.Transaction(ctx, m.Tid, false)
 	if errors.Is(err, backend.ErrTidNotFound) {

@@ -88,7 +88,10 @@ type Storage struct {
 
 	clusterState proto.ClusterState
 	operational  bool
-	backupMode   bool
+	// backupTid is the tid up to which a backup cluster's data is
+	// complete (InvalidTid: not a backup): clients are served read-only,
+	// capped at it.
+	backupTid    zodb.Tid
 	lastPackID   zodb.Tid
 	packReported zodb.Tid // last NotifyPackCompleted sent
 
@@ -162,6 +165,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		nodes:        map[proto.NodeID]*nodeInfo{},
 		nodesChanged: make(chan struct{}),
 		links:        map[*neonet.Link]*peer{},
+		backupTid:    zodb.InvalidTid,
 	}
 	return s, nil
 }

@@ -480,3 +480,29 @@ func TestPack(t *testing.T) {
 	checkObject(t, load(ctx, t, c, 1, zodb.InvalidTid, zodb.InvalidTid), 0x204, zodb.InvalidTid, "new")
 	checkObject(t, load(ctx, t, c, 2, zodb.InvalidTid, zodb.InvalidTid), 0x104, zodb.InvalidTid, "only")
 }
+
+// TestBackupReadOnly: with a backup tid, clients are served read-only,
+// nothing after the backup tid.
+func TestBackupReadOnly(t *testing.T) {
+	ctx, _, n, ml, c := single(t)
+	commit(ctx, t, c, ml, 0x100, 0x104, nil, map[zodb.Oid]string{1: "a"})
+	commit(ctx, t, c, ml, 0x200, 0x204, map[zodb.Oid]zodb.Tid{1: 0x104}, map[zodb.Oid]string{1: "b"})
+	ml.notify(ctx, &proto.StopOperation{})
+	<-c.link.Done()
+	ml.ask(ctx, &proto.AskLockedTransactions{}) // the stop was handled
+	if err := n.db.SetConfig(ctx, backend.KeyBackupTid, zodb.Tid(0x104).String(), true); err != nil {
+		t.Fatal(err)
+	}
+	ml.notify(ctx, &proto.StartOperation{Backup: true})
+	expect[*proto.NotifyReady](ctx, t, ml)
+	c = dialClient(ctx, t, n.s.Addr(), c1, 2)
+	checkObject(t, load(ctx, t, c, 1, zodb.InvalidTid, zodb.InvalidTid), 0x104, 0x204, "a")
+	c.askErr(ctx, &proto.AskObject{Oid: 1, At: 0x204, Before: zodb.InvalidTid}, proto.OidNotFound)
+	if a := c.ask(ctx, &proto.AskTIDs{First: 0, Last: 10, Partition: 0xffffffff}).(*proto.AnswerTIDs); !slices.Equal(a.Tids, []zodb.Tid{0x104}) {
+		t.Fatalf("AskTIDs in backup mode: %v", a.Tids)
+	}
+	c.askErr(ctx, &proto.AskTransactionInformation{Tid: 0x204}, proto.TidNotFound)
+	c.askErr(ctx, storeReq(0x300, 2, 0, "x"), proto.ReadOnlyAccess)
+	// the link stays
+	checkObject(t, load(ctx, t, c, 1, 0x104, zodb.InvalidTid), 0x104, 0x204, "a")
+}
