@@ -176,7 +176,7 @@ type oldPackRequest struct {
 	link     LinkID
 	msgID    uint32
 	packID   zodb.Tid
-	offsets  map[int]bool            // partitions not answered for yet
+	offsets  map[int]bool           // partitions not answered for yet
 	querying map[proto.NodeID][]int // storages asked, and for which partitions
 	orders   []proto.PackOrder
 }
