@@ -20,6 +20,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,9 @@ type Options struct {
 	Partitions int    // default 4
 	Replicas   int    // extra copies of each partition; default 0
 	NoAdmin    bool   // do not start the admin node (then Start waits through a client)
+	// TLS, if not nil, is the configuration of every node's links
+	// (see neonet.TLSConfig); clients opened by Client and Open use it too.
+	TLS *tls.Config
 	// StartTimeout bounds the wait for RUNNING; default 60 s.
 	StartTimeout time.Duration
 	// LogLevel of the nodes' logs, written to the test log; default
@@ -64,6 +68,7 @@ type Cluster struct {
 	t    testing.TB
 	Name string
 	Net  *faultnet.Network // the network every node uses
+	TLS  *tls.Config       // nil: plain TCP
 
 	masters  []*node
 	storages []*node
@@ -128,7 +133,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 	// The databases' directory goes away after the nodes stopped (cleanups
 	// run last registered first).
 	dir := t.TempDir()
-	c := &Cluster{t: t, Name: opt.Name, Net: faultnet.New(nil), logOn: &atomic.Bool{}}
+	c := &Cluster{t: t, Name: opt.Name, Net: faultnet.New(nil), TLS: opt.TLS, logOn: &atomic.Bool{}}
 	c.logOn.Store(true)
 	c.logger = slog.New(&testHandler{t: t, on: c.logOn, level: logLevel(opt.LogLevel)})
 	t.Cleanup(c.Close)
@@ -150,6 +155,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 			Partitions: opt.Partitions,
 			Replicas:   opt.Replicas,
 			Autostart:  opt.Storages,
+			TLS:        c.TLS,
 			Net:        c.Net.Endpoint(name),
 			Logger:     c.logger.With("node", name),
 		})
@@ -179,6 +185,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 			Cluster: opt.Name,
 			Bind:    "127.0.0.1:0",
 			Masters: addrs,
+			TLS:     c.TLS,
 			Net:     c.Net.Endpoint(name),
 			Logger:  c.logger.With("node", name),
 		})
@@ -238,6 +245,7 @@ func (c *Cluster) startStorage(n *node) error {
 		Bind:    n.addr,
 		Masters: c.MasterAddrs(),
 		Backend: db,
+		TLS:     c.TLS,
 		Net:     c.Net.Endpoint(n.name),
 		Logger:  c.logger.With("node", n.name),
 	})
@@ -303,6 +311,9 @@ func openTestURL(ctx context.Context, u *url.URL, opt *zodb.DriverOptions) (zodb
 		return nil, 0, err
 	}
 	name := u.User.Username()
+	if cfg.TLS == nil {
+		cfg.TLS = c.TLS
+	}
 	cfg.Net = c.Net.Endpoint(name)
 	cfg.Logger = c.logger.With("node", name)
 	cl, err := client.New(ctx, cfg, opt)
@@ -326,6 +337,7 @@ func (c *Cluster) Client(t testing.TB, name string, opt *zodb.DriverOptions) *cl
 	cl, err := client.New(ctx, client.Config{
 		Cluster: c.Name,
 		Masters: c.MasterAddrs(),
+		TLS:     c.TLS,
 		Net:     c.Net.Endpoint(name),
 		Logger:  c.logger.With("node", name),
 	}, opt)
@@ -439,7 +451,7 @@ func (c *Cluster) stopCluster() {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	var out strings.Builder
-	if err := ctl.Run(ctx, c.admin.addr, nil, []string{"set", "cluster", "STOPPING"}, &out); err != nil {
+	if err := ctl.Run(ctx, c.admin.addr, c.TLS, []string{"set", "cluster", "STOPPING"}, &out); err != nil {
 		c.t.Logf("cluster: set cluster STOPPING: %v %s", err, out.String())
 		return
 	}
@@ -475,7 +487,7 @@ func (c *Cluster) WaitRunning(ctx context.Context) error {
 // waitByClient waits until a client can connect: the master accepts
 // clients only when the cluster is RUNNING with an operational table.
 func (c *Cluster) waitByClient(ctx context.Context) error {
-	cl, err := client.New(ctx, client.Config{Cluster: c.Name, Masters: c.MasterAddrs(), Net: c.Net.Endpoint("harness"), Logger: c.logger.With("node", "harness")}, nil)
+	cl, err := client.New(ctx, client.Config{Cluster: c.Name, Masters: c.MasterAddrs(), TLS: c.TLS, Net: c.Net.Endpoint("harness"), Logger: c.logger.With("node", "harness")}, nil)
 	if err != nil {
 		return err
 	}
@@ -518,7 +530,7 @@ func (c *Cluster) poll(ctx context.Context, check func(context.Context, *neonet.
 				link.Close()
 			}
 			link = nil
-			d := neonet.Dialer{Net: c.Net.Endpoint("harness")}
+			d := neonet.Dialer{TLS: c.TLS, Net: c.Net.Endpoint("harness")}
 			l, err := d.Dial(ctx, c.admin.addr)
 			if err != nil {
 				lastErr = err
