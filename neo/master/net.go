@@ -222,6 +222,9 @@ func (s *server) do(nl *netLink, a Action) bool {
 		} else {
 			err = l.Send(ctx, a.MsgID, a.Msg)
 		}
+		if err != nil {
+			s.m.log.Debug("abort", "link", nl.id, "error", err)
+		}
 		l.Close()
 		return false
 	case ActClose:

@@ -97,7 +97,7 @@ func fill(m proto.Msg, rng *rand.Rand) {
 }
 
 func answerFor(req proto.Msg, rng *rand.Rand) proto.Msg {
-	switch req.(type) {
+	switch req := req.(type) {
 	case *proto.AskRecovery:
 		return &proto.AnswerRecovery{PTid: proto.Some(proto.PTid(rng.IntN(3))), BackupTid: zodb.InvalidTid, TruncateTid: zodb.InvalidTid}
 	case *proto.AskPartitionTable:
@@ -111,7 +111,7 @@ func answerFor(req proto.Msg, rng *rand.Rand) proto.Msg {
 	case *proto.AskPackOrders:
 		return &proto.AnswerPackOrders{}
 	case *proto.AskLockInformation:
-		return &proto.AnswerInformationLocked{TTid: req.(*proto.AskLockInformation).TTid}
+		return &proto.AnswerInformationLocked{TTid: req.TTid}
 	}
 	return proto.Err(proto.ProtocolError, "no")
 }

@@ -99,6 +99,9 @@ func (tm *txnManager) lastTID() zodb.Tid {
 	return max
 }
 
+// errConcurrentTid is NEO/py's message, sent as is in an Error packet.
+//
+//lint:ignore ST1005 the text is NEO/py's
 var errConcurrentTid = errors.New("There can't be concurrent transactions when a TID is specified for any of them.")
 
 // nextTID is NEO/py's _nextTID (§3.5): a tid from the clock, greater than
