@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"crypto/sha1"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -46,6 +47,7 @@ func timeout(t testing.TB) context.Context {
 type fakeMaster struct {
 	t     testing.TB
 	ln    *neonet.Listener
+	tls   *tls.Config // of every node of the test
 	mu    sync.Mutex
 	ts    float64
 	links map[proto.NodeID]*masterLink
@@ -61,12 +63,14 @@ type masterLink struct {
 	done chan struct{}
 }
 
-func newFakeMaster(t testing.TB) *fakeMaster {
-	ln, err := neonet.Listen(context.Background(), "127.0.0.1:0", nil)
+func newFakeMaster(t testing.TB) *fakeMaster { return newFakeMasterTLS(t, nil) }
+
+func newFakeMasterTLS(t testing.TB, tlsConf *tls.Config) *fakeMaster {
+	ln, err := neonet.Listen(context.Background(), "127.0.0.1:0", tlsConf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fm := &fakeMaster{t: t, ln: ln, links: map[proto.NodeID]*masterLink{}}
+	fm := &fakeMaster{t: t, ln: ln, tls: tlsConf, links: map[proto.NodeID]*masterLink{}}
 	t.Cleanup(func() {
 		ln.Close()
 		for _, ml := range fm.links {
@@ -191,17 +195,22 @@ type node struct {
 
 func startNode(t testing.TB, fm *fakeMaster, path string, nid proto.NodeID) *node {
 	t.Helper()
-	return startNodeWith(t, []string{fm.addr()}, path, nid)
+	return startNodeTLS(t, []string{fm.addr()}, path, nid, fm.tls)
 }
 
 func startNodeWith(t testing.TB, masters []string, path string, nid proto.NodeID) *node {
+	t.Helper()
+	return startNodeTLS(t, masters, path, nid, nil)
+}
+
+func startNodeTLS(t testing.TB, masters []string, path string, nid proto.NodeID, tlsConf *tls.Config) *node {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), path, sqlite.Options{Name: cluster})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(context.Background(), Config{Cluster: cluster, Bind: "127.0.0.1:0", Masters: masters,
-		NodeID: nid, Backend: db, Logger: testLogger(t)})
+		NodeID: nid, Backend: db, TLS: tlsConf, Logger: testLogger(t)})
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -249,7 +258,12 @@ type client struct {
 
 func dialClient(ctx context.Context, t testing.TB, addr string, nid proto.NodeID, idTime float64) *client {
 	t.Helper()
-	link, err := neonet.Dial(ctx, addr, nil)
+	return dialClientTLS(ctx, t, addr, nid, idTime, nil)
+}
+
+func dialClientTLS(ctx context.Context, t testing.TB, addr string, nid proto.NodeID, idTime float64, tlsConf *tls.Config) *client {
+	t.Helper()
+	link, err := neonet.Dial(ctx, addr, tlsConf)
 	if err != nil {
 		t.Fatal(err)
 	}
