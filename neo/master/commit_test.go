@@ -332,3 +332,29 @@ func TestTidMonotonic(t *testing.T) {
 		}
 	}
 }
+
+// A failed vote that would not leave the cluster operational together with
+// the failures of other pending transactions waits for them.
+func TestFailedVoteDelayed(t *testing.T) {
+	h := newHarness(t, 2, 1, 0)
+	storages, _ := h.startNewCluster(2)
+	S1, S2 := h.nidOf(storages[0]), h.nidOf(storages[1])
+	c1 := h.connect(clientRI())
+	c2 := h.connect(clientRI())
+	h.take(c1)
+	h.take(c2)
+	t1 := h.begin(c1, 1)
+	t2 := h.begin(c2, 1)
+	h.request(c1, 2, &proto.FailedVote{TTid: t1, Failed: []proto.NodeID{S2}})
+	wantError(t, h.take(c1)[0], proto.Ack, "")
+	h.request(c2, 2, &proto.FailedVote{TTid: t2, Failed: []proto.NodeID{S1}})
+	if len(h.pending[c2]) != 0 {
+		t.Fatalf("vote answered while the other transaction may still disconnect S2")
+	}
+	h.request(c1, 3, &proto.AbortTransaction{TTid: t1, NIDs: []proto.NodeID{}})
+	acts := h.take(c2)
+	if len(acts) != 1 || acts[0].(ActReply).MsgID != 2 {
+		t.Fatalf("delayed vote: %v", acts)
+	}
+	wantError(t, acts[0], proto.Ack, "")
+}

@@ -76,15 +76,15 @@ func (c *Core) runDelayed() {
 		queue := c.delayed
 		c.delayed = nil
 		progress := false
-		for i, d := range queue {
+		for _, d := range queue {
 			p := c.peers[d.link]
 			if p == nil || p.node == nil || p.closing {
 				continue
 			}
 			if !c.clientRequest(p.node, EvRecv{Link: d.link, MsgID: d.msgID, Msg: d.msg}, true) {
-				// still delayed: keep it and what follows in order
-				c.delayed = append(append(c.delayed, d), queue[i+1:]...)
-				break
+				// still delayed: it keeps its place
+				c.delayed = append(c.delayed, d)
+				continue
 			}
 			progress = true
 		}
