@@ -38,3 +38,29 @@ func BenchmarkLoad(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCommit measures a whole commit of one object of 100 bytes on
+// one storage: AskStoreObject, AskStoreTransaction (durable vote),
+// AskLockInformation (durable lock), NotifyUnlockInformation, over
+// loopback links from a fake client and a fake master.
+func BenchmarkCommit(b *testing.B) {
+	ctx := context.Background()
+	fm := newFakeMaster(b)
+	n := startNode(b, fm, dbPath(b, "s1.db"), proto.NoNode)
+	ml := operational(ctx, b, fm, s1, n, []proto.NodeInfo{
+		storageEntry(s1, n.s.Addr(), proto.NodeRunning, 1), clientEntry(c1, 2)},
+		np, proto.CellInfo{NID: s1, State: proto.CellUpToDate})
+	c := dialClient(ctx, b, n.s.Addr(), c1, 2)
+	data := string(make([]byte, 100))
+	serial := zodb.Tid(0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ttid := zodb.Tid(0x1000 + 8*i)
+		tid := ttid + np
+		commit(ctx, b, c, ml, ttid, tid, map[zodb.Oid]zodb.Tid{1: serial}, map[zodb.Oid]string{1: data})
+		serial = tid
+	}
+	b.StopTimer()
+	// the last unlock was handled
+	checkObject(b, load(ctx, b, c, 1, zodb.InvalidTid, serial+1), serial, zodb.InvalidTid, data)
+}
