@@ -25,7 +25,15 @@
 //     checked, zlib data inflated), History, Iterate, UndoLog.
 //   - Commits (txn.go): the two-phase commit of NEO, stores sent to every cell
 //     of the object's partition and answered asynchronously, conflict
-//     resolution, vote to every storage involved, finish at the master, undo.
+//     resolution, deadlock avoidance (NotifyDeadlock → AskRelockObject), vote
+//     to every storage involved (FailedVote for those lost), finish at the
+//     master (AskFinalTID when its answer is lost), undo (undo.go).
+//
+// Limits: the client keeps no object cache (every Load asks a storage);
+// History reports the size of the data as stored (compressed, by default);
+// a transaction's status (TxnMeta.Status) cannot be recorded, since NEO's
+// AskStoreTransaction has no field for it; Pack is not offered (NEO packs
+// through pack orders, which do not have ZODB's semantics).
 package client
 
 import (

@@ -21,7 +21,8 @@ func (c *Client) runMaster() {
 	masters := slices.Clone(c.cfg.Masters)
 	next := 0
 	for c.ctx.Err() == nil {
-		addr := masters[next%len(masters)]
+		next = (next%len(masters) + len(masters)) % len(masters)
+		addr := masters[next]
 		next++
 		link, redirect, err := c.identifyMaster(addr)
 		if err != nil {
@@ -36,8 +37,12 @@ func (c *Client) runMaster() {
 						masters = append(masters, s)
 					}
 				}
+				// Primary is an index in KnownMasters (see neo/proto: index 0
+				// cannot be told from "unknown"; then the next master is tried).
 				if i := int(redirect.Primary); redirect.Primary != proto.NoNode && i >= 0 && i < len(redirect.KnownMasters) {
-					next = slices.Index(masters, redirect.KnownMasters[i].String())
+					if j := slices.Index(masters, redirect.KnownMasters[i].String()); j >= 0 {
+						next = j
+					}
 				}
 			}
 			continue
