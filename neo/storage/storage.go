@@ -3,19 +3,30 @@
 // serves it to clients and other storage nodes, following the primary
 // master's orders, wire-compatible with NEO/py's storage (protocol 5).
 //
+// A node is made by New (which binds its listener, so that Addr is known
+// at once) and runs with Run, which connects to the primary master and
+// serves until its context ends or the master tells it to stop.
+//
 // # Parts
 //
-//   - master.go: finding the primary master, identification, and the
-//     master's orders: recovery, verification, start and stop of operation,
-//     partition table changes, the lock and unlock steps of commits.
-//   - serve.go: links accepted from clients and other storages,
-//     their identification and the requests they send (loads, stores,
-//     votes, iteration, undo, replication and check sources).
+//   - master.go: finding the primary master (NotPrimaryMaster
+//     redirections), identification (the node id and the cluster name are
+//     kept in the backend's config table), and the master's orders:
+//     recovery, verification, start and stop of operation, partition table
+//     changes (ptid old+1), node list, the lock and unlock steps of commits.
+//   - serve.go: links accepted from clients and other storages, their
+//     identification (peers must be known from the master with the same
+//     id_timestamp; a peer newer than the last node list waits for it) and
+//     their requests: loads, stores, votes, iteration, undo, final tids,
+//     and the source side of replication.
 //   - txn.go: the transaction manager: write locks of stores in progress,
-//     read locks between lock and unlock, delayed stores, deadlock
-//     notification, lockless stores during replication.
-//   - replicate.go: catching up OUT_OF_DATE cells from other storages.
-//   - check.go: replica checks (as source and as checker).
+//     read locks between lock and unlock, delayed stores retried in ttid
+//     order, deadlock notification and relock, lockless stores during
+//     replication.
+//   - replicate.go: catching up OUT_OF_DATE cells from other storages,
+//     chunk by chunk, with persistent progress; NotifyReplicationDone.
+//   - check.go: replica checks, as source and as checker.
+//   - pack.go: approved pack orders, done in the background.
 //
 // # Concurrency
 //
@@ -23,8 +34,16 @@
 // guarded by one mutex, as NEO/py handles every packet under its database
 // lock. Each link has one goroutine receiving its packets in order. Packets
 // to send while the mutex is held go to an outbox that is flushed, in order,
-// once it is released. Loads only take the mutex for a short check and read
-// the backend without it.
+// once it is released. Loads only take a read lock of their own (viewMu) for
+// a short check and read the backend without the node mutex, which is held
+// during durable writes.
+//
+// # Not implemented
+//
+// Backup clusters (Replicate orders from the master, replication from an
+// upstream cluster, checks against an upstream cluster), --new-nid, the
+// option to keep data of discarded partitions, topology (devpath is sent
+// empty), and the "already connected" rule for two links with one peer.
 package storage
 
 import (
