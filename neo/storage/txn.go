@@ -144,9 +144,7 @@ func (tm *txnManager) executeQueued() {
 			}
 		}
 		// requests queued meanwhile go after the retried ones, in order
-		for _, d := range tm.queue {
-			keep = append(keep, d)
-		}
+		keep = append(keep, tm.queue...)
 		slices.SortStableFunc(keep, func(a, b delayed) int { return cmpTid(a.ttid, b.ttid) })
 		tm.queue = keep
 		if !tm.again {
