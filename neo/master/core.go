@@ -467,9 +467,6 @@ func (c *Core) recv(ev EvRecv) {
 	case *proto.AskRecovery:
 		c.reply(ev.Link, ev.MsgID, c.answerRecovery())
 		return
-	case *proto.AskPartitionTable:
-		c.reply(ev.Link, ev.MsgID, &proto.AnswerPartitionTable{PTid: c.ptidOpt(), NumReplicas: uint32(c.pt.NumReplicas), Rows: c.pt.Rows()})
-		return
 	case *proto.NotifyNodeInformation, *proto.FlushLog:
 		if _, ok := m.(*proto.FlushLog); ok && n.typ == proto.Admin {
 			c.flushLog(n)
