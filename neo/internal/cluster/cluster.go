@@ -77,6 +77,7 @@ type Cluster struct {
 	logOn    *atomic.Bool
 	key      string // registry key of the neotest:// driver
 
+	opt    Options
 	mu     sync.Mutex
 	closed bool
 }
@@ -144,34 +145,19 @@ func Start(t testing.TB, opt Options) *Cluster {
 	registryMu.Unlock()
 
 	ctx := context.Background()
+	if opt.Masters > 1 {
+		t.Fatalf("cluster: %d masters asked: neo/master has a single primary for now", opt.Masters)
+	}
+	c.opt = opt
 	// Masters first: their addresses are known before anyone dials.
-	var addrs []string
-	var ms []*master.Master
 	for i := range opt.Masters {
-		name := fmt.Sprintf("M%d", i+1)
-		m, err := master.New(ctx, master.Config{
-			Cluster:    opt.Name,
-			Bind:       "127.0.0.1:0",
-			Partitions: opt.Partitions,
-			Replicas:   opt.Replicas,
-			Autostart:  opt.Storages,
-			TLS:        c.TLS,
-			Net:        c.Net.Endpoint(name),
-			Logger:     c.logger.With("node", name),
-		})
-		if err != nil {
-			t.Fatalf("cluster: master %s: %v", name, err)
+		n := &node{name: fmt.Sprintf("M%d", i+1), addr: "127.0.0.1:0"}
+		c.masters = append(c.masters, n)
+		if err := c.startMaster(n); err != nil {
+			t.Fatalf("cluster: %v", err)
 		}
-		ms = append(ms, m)
-		addrs = append(addrs, m.Addr())
-		c.masters = append(c.masters, &node{name: name, addr: m.Addr()})
 	}
-	for i, m := range ms {
-		// Every master knows them all.
-		_ = i
-		n := c.masters[i]
-		c.run(n, func(ctx context.Context) error { return m.Run(ctx) })
-	}
+	addrs := c.MasterAddrs()
 	for i := range opt.Storages {
 		n := &node{name: fmt.Sprintf("S%d", i+1), addr: "127.0.0.1:0", dbPath: filepath.Join(dir, fmt.Sprintf("s%d.sqlite", i+1))}
 		c.storages = append(c.storages, n)
@@ -232,6 +218,44 @@ func (c *Cluster) run(n *node, f func(context.Context) error) {
 		n.err = err
 		close(n.done)
 	}()
+}
+
+func (c *Cluster) startMaster(n *node) error {
+	m, err := master.New(context.Background(), master.Config{
+		Cluster:    c.opt.Name,
+		Bind:       n.addr,
+		Partitions: c.opt.Partitions,
+		Replicas:   c.opt.Replicas,
+		Autostart:  c.opt.Storages,
+		TLS:        c.TLS,
+		Net:        c.Net.Endpoint(n.name),
+		Logger:     c.logger.With("node", n.name),
+	})
+	if err != nil {
+		return fmt.Errorf("master %s: %w", n.name, err)
+	}
+	n.addr = m.Addr()
+	c.run(n, func(ctx context.Context) error { return m.Run(ctx) })
+	return nil
+}
+
+// KillMaster stops master i (0-based) at once, its links cut first.
+func (c *Cluster) KillMaster(i int) {
+	n := c.masters[i]
+	c.Net.Isolate(n.name)
+	c.stopNode(n)
+	c.Net.Heal(n.name, faultnet.Any)
+	c.Net.Heal(faultnet.Any, n.name)
+}
+
+// RestartMaster starts master i again on its address; the cluster goes
+// through recovery with the storages that reconnect.
+func (c *Cluster) RestartMaster(i int) error {
+	n := c.masters[i]
+	if n.running() {
+		return fmt.Errorf("cluster: master %s is running", n.name)
+	}
+	return c.startMaster(n)
 }
 
 func (c *Cluster) startStorage(n *node) error {

@@ -74,3 +74,35 @@ func TestRestartReplicates(t *testing.T) {
 		}
 	}
 }
+
+// TestMasterRestart: the master is killed and started again; the cluster
+// recovers from its storages, clients reconnect, see what was committed
+// meanwhile by others, and commit again.
+func TestMasterRestart(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a := c.Open(t, "C1", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	oid, err := a.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := commit(t, a, oid, 0, "before")
+
+	c.KillMaster(0)
+	if err := c.RestartMaster(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("after the master restart: %v", err)
+	}
+	t2 := commit(t, a, oid, t1, "after")
+	if t2 <= t1 {
+		t.Errorf("tid %v after restart not after %v", t2, t1)
+	}
+	b := c.Open(t, "C2", nil)
+	data, serial, _, err := b.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+	if err != nil || string(data) != "after" || serial != t2 {
+		t.Errorf("load: %q at %v: %v", data, serial, err)
+	}
+}
