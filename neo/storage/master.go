@@ -646,6 +646,7 @@ func (s *Storage) notifyPartitionChanges(ctx context.Context, m *proto.NotifyPar
 		}
 		if len(nowReadable) > 0 {
 			s.tm.readable(nowReadable)
+			s.repl.discard(nowReadable) // replicated
 		}
 		if len(outdated) > 0 {
 			s.startReplication(outdated)
