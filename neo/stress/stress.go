@@ -28,8 +28,21 @@ package stress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/neozodb/neo/neo/client"
+	"github.com/neozodb/neo/neo/internal/faultnet"
+	"github.com/neozodb/neo/neo/internal/histcheck"
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/zodb"
 )
 
 // Options describe a stress run. Zero values take the defaults.
@@ -63,9 +76,414 @@ func (r Result) String() string {
 	return fmt.Sprintf("cycles=%d faults=%d acked=%d lost=%d anomalies=%d", r.Cycles, r.Faults, r.Acked, r.Lost, r.Anomalies)
 }
 
+func (opt *Options) setDefaults() {
+	if opt.Cycles <= 0 {
+		opt.Cycles = 3
+	}
+	if opt.Seed == 0 {
+		opt.Seed = 1
+	}
+	if opt.Clients <= 0 {
+		opt.Clients = 3
+	}
+	if opt.Storages <= 0 {
+		opt.Storages = 2
+	}
+	if opt.Masters <= 0 {
+		opt.Masters = 1
+	}
+	if opt.Partitions <= 0 {
+		opt.Partitions = 4
+	}
+}
+
+// Timeouts of the waits for the cluster, by state.
+const (
+	startTimeout   = 60 * time.Second // cluster RUNNING with every cell UP_TO_DATE
+	recoverTimeout = 60 * time.Second // the same after a fault is removed
+	noticeTimeout  = 30 * time.Second // the admin reports a killed node gone
+)
+
+// runner is one Run.
+type runner struct {
+	opt  Options
+	rng  *rand.Rand // the fault schedule
+	c    *cluster
+	mon  *monitor
+	rec  *recorder
+	logs *ring
+	res  Result
+	objs []zodb.Oid
+	kind map[zodb.Oid]histcheck.ObjKind
+
+	// tamper, if not nil, changes the history or the final state before
+	// the check (tests: a lost commit must be reported).
+	tamper func(*histcheck.History, histcheck.Final)
+}
+
+func (r *runner) logf(format string, args ...any) {
+	if r.opt.Log != nil {
+		fmt.Fprintf(r.opt.Log, "stress: "+format+"\n", args...)
+	}
+}
+
 // Run runs a stress test as opt describes. It returns an error when the
 // cluster lost a commit, showed an anomaly, or could not be brought back to
 // an operational state; the Result tells what was done until then.
 func Run(ctx context.Context, opt Options) (Result, error) {
-	return Result{}, fmt.Errorf("stress: not implemented yet")
+	return run(ctx, opt, nil)
+}
+
+func run(ctx context.Context, opt Options, tamper func(*histcheck.History, histcheck.Final)) (res Result, err error) {
+	opt.setDefaults()
+	if opt.Replicas < 0 || opt.Replicas >= opt.Storages {
+		return Result{}, fmt.Errorf("stress: %d replicas need at least %d storages, have %d", opt.Replicas, opt.Replicas+1, opt.Storages)
+	}
+	r := &runner{opt: opt, rng: rand.New(rand.NewSource(opt.Seed)), logs: newRing(2000), tamper: tamper}
+	began := time.Now()
+	r.logf("seed %d: %d cycles, %d clients, %d masters, %d storages, %d replicas, %d partitions",
+		opt.Seed, opt.Cycles, opt.Clients, opt.Masters, opt.Storages, opt.Replicas, opt.Partitions)
+	defer func() {
+		if err != nil {
+			r.res.Details = append(r.res.Details, err.Error())
+			r.dumpLogs()
+		}
+		res = r.res
+		r.logf("%s in %v", res, time.Since(began).Round(time.Millisecond))
+	}()
+
+	dir, err := os.MkdirTemp("", "neo-stress-")
+	if err != nil {
+		return Result{}, fmt.Errorf("stress: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	r.c = &cluster{
+		name:     "stress",
+		replicas: opt.Replicas,
+		net:      faultnet.New(nil),
+		logger:   slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		logf:     r.logf,
+	}
+	if err := r.c.setup(dir, opt); err != nil {
+		return Result{}, fmt.Errorf("stress: %w", err)
+	}
+	defer func() {
+		for _, e := range r.c.stopAll() {
+			r.logf("stopping: %v", e)
+		}
+	}()
+	r.mon = &monitor{c: r.c}
+	defer r.mon.close()
+	if err := r.start(ctx); err != nil {
+		return Result{}, fmt.Errorf("stress: %w", err)
+	}
+	if err := r.createObjects(ctx); err != nil {
+		return Result{}, fmt.Errorf("stress: %w", err)
+	}
+
+	ferr := r.faultsUnderLoad(ctx)
+	if ferr != nil {
+		// The history is checked all the same: what it shows helps to
+		// understand the failure.
+		r.logf("fault loop stopped: %v", ferr)
+	}
+
+	r.c.net.HealAll()
+	if _, err := r.mon.wait(ctx, recoverTimeout, "all faults healed: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy); err != nil {
+		return r.res, fmt.Errorf("stress: seed %d: %w", opt.Seed, errors.Join(ferr, err))
+	}
+	final, rerr := r.readFinal(ctx)
+	if rerr != nil {
+		return r.res, fmt.Errorf("stress: seed %d: final state: %w", opt.Seed, errors.Join(ferr, rerr))
+	}
+	if r.tamper != nil {
+		r.tamper(&r.rec.h, final)
+	}
+	r.check(final)
+	if err := r.checkReplicas(ctx, final); err != nil {
+		ferr = errors.Join(ferr, err)
+	}
+	switch {
+	case ferr != nil:
+		return r.res, fmt.Errorf("stress: seed %d: %w", opt.Seed, ferr)
+	case r.res.Lost > 0 || r.res.Anomalies > 0:
+		return r.res, fmt.Errorf("stress: seed %d: %s", opt.Seed, r.res)
+	}
+	return r.res, nil
+}
+
+// start starts every node and waits until the cluster is RUNNING with
+// every cell UP_TO_DATE.
+func (r *runner) start(ctx context.Context) error {
+	for _, n := range r.c.masters {
+		if err := r.c.startNode(ctx, n); err != nil {
+			return err
+		}
+	}
+	for _, n := range r.c.stors {
+		if err := r.c.startNode(ctx, n); err != nil {
+			return err
+		}
+	}
+	if err := r.c.startNode(ctx, r.c.admin); err != nil {
+		return err
+	}
+	_, err := r.mon.wait(ctx, startTimeout, "start: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy)
+	return err
+}
+
+// newClient opens a client node named name.
+func (r *runner) newClient(ctx context.Context, name string) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	cl, err := client.New(ctx, client.Config{
+		Cluster: r.c.name,
+		Masters: r.c.masterAddrs(),
+		Net:     r.c.net.Endpoint(name),
+		Logger:  r.c.logger.With("node", name),
+	}, &zodb.DriverOptions{Logger: r.c.logger.With("node", name)})
+	if err != nil {
+		return nil, fmt.Errorf("client %s: %w", name, err)
+	}
+	return cl, nil
+}
+
+// createObjects creates the counters and lists in one transaction; the
+// history starts at its tid.
+func (r *runner) createObjects(ctx context.Context) error {
+	cl, err := r.newClient(ctx, "C0")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	oids, err := cl.NewOids(ctx, numCounters+numLists)
+	if err != nil {
+		return fmt.Errorf("creating objects: %w", err)
+	}
+	r.kind = map[zodb.Oid]histcheck.ObjKind{}
+	txn, err := cl.Begin(ctx, zodb.TxnMeta{Description: []byte("stress objects")})
+	if err != nil {
+		return fmt.Errorf("creating objects: %w", err)
+	}
+	for i, oid := range oids {
+		k := histcheck.Counter
+		if i >= numCounters {
+			k = histcheck.List
+		}
+		r.kind[oid] = k
+		r.objs = append(r.objs, oid)
+		if err := txn.Store(ctx, oid, 0, encode(k, histcheck.Value{})); err != nil {
+			abortTxn(txn)
+			return fmt.Errorf("creating objects: %w", err)
+		}
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		abortTxn(txn)
+		return fmt.Errorf("creating objects: %w", err)
+	}
+	tid, err := txn.Finish(ctx)
+	if err != nil {
+		return fmt.Errorf("creating objects: %w", err)
+	}
+	r.rec = &recorder{start: time.Now(), h: histcheck.History{Objects: r.kind, Start: tid}}
+	r.logf("objects %v created at %v", oids, tid)
+	return nil
+}
+
+// faultsUnderLoad runs the clients while the fault cycles run.
+func (r *runner) faultsUnderLoad(ctx context.Context) error {
+	var workers []*worker
+	var clients []*client.Client
+	defer func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+	}()
+	for i := range r.opt.Clients {
+		name := fmt.Sprintf("C%d", i+1)
+		cl, err := r.newClient(ctx, name)
+		if err != nil {
+			return err
+		}
+		clients = append(clients, cl)
+		workers = append(workers, &worker{
+			name: name, stor: cl, rec: r.rec, objs: r.objs, kind: r.kind,
+			rng: rand.New(rand.NewSource(r.opt.Seed*1000 + int64(i))),
+		})
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(ctx, stop)
+		}()
+	}
+	var err error
+	for n := 1; n <= r.opt.Cycles; n++ {
+		if err = r.cycle(ctx, n); err != nil {
+			err = fmt.Errorf("cycle %d: %w", n, err)
+			break
+		}
+		r.res.Cycles = n
+	}
+	close(stop)
+	wg.Wait()
+	return err
+}
+
+// cycle injects one cycle of faults, waiting after each until the cluster
+// is healthy again.
+func (r *runner) cycle(ctx context.Context, n int) error {
+	c := r.c
+	// A storage killed and restarted on its database.
+	s := c.stors[r.rng.Intn(len(c.stors))]
+	r.logf("cycle %d: kill %s", n, s.name)
+	r.res.Faults++
+	if err := c.stop(s, true); err != nil {
+		r.logf("%s: Run after kill: %v", s.name, err)
+	}
+	if _, err := r.mon.wait(ctx, noticeTimeout, s.name+" killed: seen not RUNNING", func(st *clusterState) bool {
+		ni, ok := st.nodeByAddr(s.addr)
+		return !ok || ni.State != proto.NodeRunning
+	}); err != nil {
+		return err
+	}
+	if err := c.startNode(ctx, s); err != nil {
+		return fmt.Errorf("restarting %s: %w", s.name, err)
+	}
+	if _, err := r.mon.wait(ctx, recoverTimeout, s.name+" restarted: cluster RUNNING, every cell UP_TO_DATE", c.healthy); err != nil {
+		return err
+	}
+
+	// Links cut or blackholed, then healed.
+	pairs := r.linkPairs()
+	k := 1 + r.rng.Intn(2)
+	var faults []string
+	for range k {
+		p := pairs[r.rng.Intn(len(pairs))]
+		a, b := p[0], p[1]
+		if r.rng.Intn(2) == 0 {
+			a, b = b, a
+		}
+		switch r.rng.Intn(3) {
+		case 0:
+			c.net.Cut(a, b)
+			c.net.Cut(b, a)
+			faults = append(faults, "cut "+a+"<->"+b)
+		case 1:
+			c.net.Blackhole(a, b)
+			c.net.Blackhole(b, a)
+			faults = append(faults, "blackhole "+a+"<->"+b)
+		default:
+			c.net.Blackhole(a, b)
+			faults = append(faults, "blackhole "+a+"->"+b)
+		}
+		r.res.Faults++
+	}
+	hold := time.Duration(200+r.rng.Intn(800)) * time.Millisecond
+	r.logf("cycle %d: %s for %v", n, strings.Join(faults, ", "), hold)
+	t := time.NewTimer(hold)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	}
+	c.net.HealAll()
+	if _, err := r.mon.wait(ctx, recoverTimeout, "links healed: cluster RUNNING, every cell UP_TO_DATE", c.healthy); err != nil {
+		return err
+	}
+
+	if len(c.masters) > 1 {
+		if err := r.killPrimary(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkPairs returns the pairs of nodes whose links may be broken:
+// master↔storage, client↔storage, client↔master, storage↔storage and
+// master↔master.
+func (r *runner) linkPairs() [][2]string {
+	var v [][2]string
+	var ms, ss, cs []string
+	for _, m := range r.c.masters {
+		ms = append(ms, m.name)
+	}
+	for _, s := range r.c.stors {
+		ss = append(ss, s.name)
+	}
+	for i := range r.opt.Clients {
+		cs = append(cs, fmt.Sprintf("C%d", i+1))
+	}
+	for _, s := range ss {
+		for _, m := range ms {
+			v = append(v, [2]string{m, s})
+		}
+		for _, cl := range cs {
+			v = append(v, [2]string{cl, s})
+		}
+	}
+	for _, cl := range cs {
+		for _, m := range ms {
+			v = append(v, [2]string{cl, m})
+		}
+	}
+	for i := range ss {
+		for j := i + 1; j < len(ss); j++ {
+			v = append(v, [2]string{ss[i], ss[j]})
+		}
+	}
+	for i := range ms {
+		for j := i + 1; j < len(ms); j++ {
+			v = append(v, [2]string{ms[i], ms[j]})
+		}
+	}
+	return v
+}
+
+// killPrimary kills the primary master, waits until another one took over,
+// and restarts it.
+func (r *runner) killPrimary(ctx context.Context, n int) error {
+	c := r.c
+	st, err := r.mon.wait(ctx, recoverTimeout, "primary master known", func(st *clusterState) bool { return st.primary != proto.NoNode })
+	if err != nil {
+		return err
+	}
+	var m *node
+	for _, ni := range st.nodes {
+		if ni.NID != st.primary || !ni.Addr.Ok {
+			continue
+		}
+		for _, mn := range c.masters {
+			if mn.addr == ni.Addr.V.String() {
+				m = mn
+			}
+		}
+	}
+	if m == nil {
+		return fmt.Errorf("primary master %v is none of ours: %v", st.primary, st)
+	}
+	old := st.primary
+	r.logf("cycle %d: kill primary master %s (%v)", n, m.name, old)
+	r.res.Faults++
+	if err := c.stop(m, true); err != nil {
+		r.logf("%s: Run after kill: %v", m.name, err)
+	}
+	if _, err := r.mon.wait(ctx, recoverTimeout, m.name+" killed: another primary, cluster RUNNING", func(st *clusterState) bool {
+		return st.primary != proto.NoNode && st.primary != old && c.operational(st)
+	}); err != nil {
+		return err
+	}
+	if err := c.startNode(ctx, m); err != nil {
+		return fmt.Errorf("restarting %s: %w", m.name, err)
+	}
+	_, err = r.mon.wait(ctx, recoverTimeout, m.name+" restarted: cluster RUNNING, every cell UP_TO_DATE", c.healthy)
+	return err
 }

@@ -1,0 +1,257 @@
+package stress
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/neozodb/neo/neo/client"
+	"github.com/neozodb/neo/neo/internal/faultnet"
+	"github.com/neozodb/neo/neo/internal/histcheck"
+	"github.com/neozodb/neo/zodb"
+)
+
+// readFinal reads the final state with a fresh client.
+func (r *runner) readFinal(ctx context.Context) (histcheck.Final, error) {
+	cl, err := r.newClient(ctx, "CF")
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	return r.readObjects(ctx, cl, r.objs)
+}
+
+// readObjects reads the value and every revision of objs.
+func (r *runner) readObjects(ctx context.Context, cl *client.Client, objs []zodb.Oid) (histcheck.Final, error) {
+	ctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+	defer cancel()
+	at, err := cl.LastTid(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := histcheck.Final{}
+	for _, oid := range objs {
+		kind := r.kind[oid]
+		fo := &histcheck.FinalObject{Revisions: []histcheck.Revision{}}
+		data, _, _, err := cl.Load(ctx, zodb.Xid{Oid: oid, At: at})
+		if err != nil {
+			return nil, fmt.Errorf("load %v at %v: %w", oid, at, err)
+		}
+		if fo.Value, err = decode(kind, data); err != nil {
+			return nil, fmt.Errorf("load %v at %v: %w", oid, at, err)
+		}
+		hist, err := cl.History(ctx, oid, 0)
+		if err != nil {
+			return nil, fmt.Errorf("history of %v: %w", oid, err)
+		}
+		for j := len(hist) - 1; j >= 0; j-- {
+			tid := hist[j].Tid
+			data, serial, _, err := cl.Load(ctx, zodb.Xid{Oid: oid, At: tid})
+			if err != nil {
+				return nil, fmt.Errorf("load %v at %v: %w", oid, tid, err)
+			}
+			if serial != tid {
+				return nil, fmt.Errorf("load %v at %v: serial %v, not the revision's", oid, tid, serial)
+			}
+			v, err := decode(kind, data)
+			if err != nil {
+				return nil, fmt.Errorf("load %v at %v: %w", oid, tid, err)
+			}
+			fo.Revisions = append(fo.Revisions, histcheck.Revision{Tid: tid, Value: v})
+		}
+		f[oid] = fo
+	}
+	return f, nil
+}
+
+// check checks the recorded history against the final state.
+func (r *runner) check(final histcheck.Final) {
+	r.rec.mu.Lock()
+	h := &r.rec.h
+	rep := histcheck.Check(h, final)
+	var ops, reads, current, conflicts, failed int
+	for _, op := range h.Ops {
+		ops++
+		switch {
+		case op.Kind == histcheck.Read && op.Outcome == histcheck.OK:
+			reads++
+			if op.Current {
+				current++
+			}
+		case op.Outcome == histcheck.Aborted && op.Kind != histcheck.Read:
+			if isConflictMsg(op.Err) {
+				conflicts++
+			} else {
+				failed++
+			}
+		}
+	}
+	bad := slices.Clone(r.rec.bad)
+	r.rec.mu.Unlock()
+	r.logf("history: %d operations: %d commits acknowledged, %d of unknown outcome (%d found committed), %d conflicts, %d other failures, %d reads (%d checked current)",
+		ops, rep.Acked, rep.Unknown, rep.Resolved, conflicts, failed, reads, current)
+	r.res.Acked = rep.Acked
+	r.res.Lost += rep.Lost
+	r.res.Anomalies += rep.Others() + len(bad)
+	for _, a := range rep.Anomalies {
+		r.res.Details = append(r.res.Details, a.String())
+		r.logf("%v", a)
+	}
+	for _, b := range bad {
+		r.res.Details = append(r.res.Details, "corrupt record: "+b)
+		r.logf("corrupt record: %s", b)
+	}
+}
+
+func isConflictMsg(s string) bool {
+	return strings.HasPrefix(s, conflictPrefix)
+}
+
+// checkReplicas reads the objects from each storage alone (the client's
+// links to the others cut) and compares them with the final state: every
+// replica must hold every revision.
+func (r *runner) checkReplicas(ctx context.Context, final histcheck.Final) error {
+	st, err := r.mon.ask(ctx)
+	if err != nil {
+		return fmt.Errorf("replica check: %w", err)
+	}
+	np := len(st.rows)
+	if np == 0 {
+		return fmt.Errorf("replica check: no partition table")
+	}
+	acked := map[zodb.Oid]map[zodb.Tid]int{}
+	r.rec.mu.Lock()
+	for i, op := range r.rec.h.Ops {
+		if op.Outcome == histcheck.OK && op.Kind != histcheck.Read {
+			if acked[op.Obj] == nil {
+				acked[op.Obj] = map[zodb.Tid]int{}
+			}
+			acked[op.Obj][op.Tid] = i
+		}
+	}
+	r.rec.mu.Unlock()
+	for si, s := range r.c.stors {
+		ni, ok := st.nodeByAddr(s.addr)
+		if !ok {
+			return fmt.Errorf("replica check: %s (%s) not in the node list: %v", s.name, s.addr, st)
+		}
+		var objs []zodb.Oid
+		for _, oid := range r.objs {
+			for _, cell := range st.rows[int(uint64(oid)%uint64(np))] {
+				if cell.NID == ni.NID {
+					objs = append(objs, oid)
+				}
+			}
+		}
+		if len(objs) == 0 {
+			continue
+		}
+		name := fmt.Sprintf("CF%d", si+1)
+		for _, o := range r.c.stors {
+			if o != s {
+				r.c.net.Cut(name, o.name)
+			}
+		}
+		f, err := func() (histcheck.Final, error) {
+			cl, err := r.newClient(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			defer cl.Close()
+			return r.readObjects(ctx, cl, objs)
+		}()
+		r.c.net.Heal(name, faultnet.Any)
+		if err != nil {
+			return fmt.Errorf("replica check of %s: %w", s.name, err)
+		}
+		for _, oid := range objs {
+			r.compareReplica(s.name, oid, final[oid], f[oid], acked[oid])
+		}
+	}
+	return nil
+}
+
+// compareReplica compares one object as a storage holds it with the final
+// state.
+func (r *runner) compareReplica(stor string, oid zodb.Oid, want, got *histcheck.FinalObject, acked map[zodb.Tid]int) {
+	have := map[zodb.Tid]bool{}
+	for _, rev := range got.Revisions {
+		have[rev.Tid] = true
+	}
+	r.rec.mu.Lock()
+	h := &r.rec.h
+	defer r.rec.mu.Unlock()
+	var missing []string
+	for _, rev := range want.Revisions {
+		if have[rev.Tid] {
+			continue
+		}
+		if i, ok := acked[rev.Tid]; ok {
+			msg := fmt.Sprintf("lost commit: %s: replica %s of %v misses the revision at %v", histcheck.Describe(h, i), stor, oid, rev.Tid)
+			r.res.Lost++
+			r.res.Details = append(r.res.Details, msg)
+			r.logf("%s", msg)
+			continue
+		}
+		missing = append(missing, rev.Tid.String())
+	}
+	if len(missing) > 0 || len(got.Revisions) != len(want.Revisions) || fmt.Sprint(got.Value) != fmt.Sprint(want.Value) {
+		msg := fmt.Sprintf("replicas differ: %s holds %d revisions of %v (value %v), the cluster %d (value %v); missing: %v",
+			stor, len(got.Revisions), oid, got.Value, len(want.Revisions), want.Value, missing)
+		r.res.Anomalies++
+		r.res.Details = append(r.res.Details, msg)
+		r.logf("%s", msg)
+	}
+}
+
+// ring keeps the last lines of the nodes' logs, shown when a run fails.
+type ring struct {
+	mu    sync.Mutex
+	lines []string
+	next  int
+	full  bool
+}
+
+func newRing(n int) *ring { return &ring{lines: make([]string, n)} }
+
+func (g *ring) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		g.lines[g.next] = l
+		g.next = (g.next + 1) % len(g.lines)
+		if g.next == 0 {
+			g.full = true
+		}
+	}
+	return len(p), nil
+}
+
+// last returns up to n last lines, oldest first.
+func (g *ring) last(n int) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var all []string
+	if g.full {
+		all = append(all, g.lines[g.next:]...)
+	}
+	all = append(all, g.lines[:g.next]...)
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all
+}
+
+// dumpLogs writes the last lines of the nodes' logs to the run's log.
+func (r *runner) dumpLogs() {
+	if r.opt.Log == nil {
+		return
+	}
+	lines := r.logs.last(200)
+	fmt.Fprintf(r.opt.Log, "stress: last %d lines of the nodes' logs:\n", len(lines))
+	for _, l := range lines {
+		fmt.Fprintf(r.opt.Log, "\t%s\n", l)
+	}
+}
