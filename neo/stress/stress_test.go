@@ -10,10 +10,14 @@ import (
 	"github.com/neozodb/neo/neo/internal/histcheck"
 )
 
+// The soak: go test ./neo/stress -run TestSoak -stress.cycles=N [flags].
 var (
-	soakCycles = flag.Int("stress.cycles", 0, "run a soak of this many fault cycles (TestSoak)")
-	soakSeed   = flag.Int64("stress.seed", 1, "seed of TestSoak")
-	soakOpt    = flag.String("stress.cluster", "clients=4,storages=3,replicas=1,masters=1", "TestSoak's cluster (not parsed beyond these keys)")
+	soakCycles   = flag.Int("stress.cycles", 0, "TestSoak: fault cycles (0: skip the soak)")
+	soakSeed     = flag.Int64("stress.seed", 1, "TestSoak: seed")
+	soakClients  = flag.Int("stress.clients", 4, "TestSoak: clients")
+	soakStorages = flag.Int("stress.storages", 3, "TestSoak: storages")
+	soakReplicas = flag.Int("stress.replicas", 1, "TestSoak: replicas")
+	soakMasters  = flag.Int("stress.masters", 1, "TestSoak: masters")
 )
 
 // testLog writes the run's log to the test log.
@@ -93,6 +97,39 @@ func slicesDelete(v []string, s string) []string {
 		}
 	}
 	return w
+}
+
+func TestSoak(t *testing.T) {
+	if *soakCycles <= 0 {
+		t.Skip("soak not asked for: run with -stress.cycles=N")
+	}
+	opt := Options{Cycles: *soakCycles, Seed: *soakSeed, Clients: *soakClients, Storages: *soakStorages,
+		Replicas: *soakReplicas, Masters: *soakMasters, Log: testLog{t}}
+	res, err := Run(context.Background(), opt)
+	t.Logf("%s", res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Cycles != opt.Cycles {
+		t.Fatalf("%d cycles of %d", res.Cycles, opt.Cycles)
+	}
+}
+
+// Several masters: the primary is killed in every cycle.
+func TestMasters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the run with several masters is skipped")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Cycles: 2, Seed: 11, Clients: 2, Storages: 2, Replicas: 1, Masters: 2, Log: testLog{t}})
+	t.Logf("%s", res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Faults < 6 {
+		t.Fatalf("no master killed: %s", res)
+	}
 }
 
 func TestResultString(t *testing.T) {
