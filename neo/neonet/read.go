@@ -30,8 +30,8 @@ import (
 // hands the turn over to it, for good.
 
 // readIdle is how long the read turn stays free, with nobody waiting,
-// before the link's goroutine takes it.
-const readIdle = time.Millisecond
+// before the link's goroutine takes it. (A variable for tests.)
+var readIdle = time.Millisecond
 
 // takeTurn takes the read turn if it is free and there is something to
 // read for. Called with l.mu held.

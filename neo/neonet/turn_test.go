@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,4 +173,86 @@ func TestAbortWhileAsking(t *testing.T) {
 	}
 	s.Close()
 	<-c.reading
+}
+
+// A call reading a big answer for another gives up in the middle of it:
+// the next reader goes on from there, and the link stays up.
+func TestGiveUpMidPacket(t *testing.T) {
+	defer func(d time.Duration) { readIdle = d }(readIdle)
+	readIdle = time.Hour // only waiters read
+	ctx := testCtx(t)
+	conn, peer := net.Pipe()
+	c := newLink(conn, conn)
+	go c.reader()
+	defer c.Close()
+	defer peer.Close()
+	ids := make(chan uint32, 10)
+	go func() { // the peer takes requests (a pipe write waits for its reader)
+		var buf []byte
+		b := make([]byte, 4096)
+		for {
+			n, err := peer.Read(b)
+			if err != nil {
+				return
+			}
+			buf = append(buf, b[:n]...)
+			for {
+				id, _, n, err := proto.DecodePacket(buf)
+				if err != nil {
+					break
+				}
+				ids <- id
+				buf = buf[n:]
+			}
+		}
+	}()
+	ask := func(ctx context.Context, oid zodb.Oid) (*Call, uint32) {
+		call, err := c.Start(ctx, &proto.AskObject{Oid: oid, At: zodb.InvalidTid, Before: zodb.InvalidTid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return call, <-ids
+	}
+	actx, cancel := context.WithCancel(ctx)
+	a, aid := ask(actx, 1)
+	b, bid := ask(ctx, 2)
+	aerr := make(chan error, 1)
+	go func() {
+		_, err := a.Wait(actx)
+		aerr <- err
+	}()
+	// The answer to b, whose bulk is read by a's Wait, the only waiter.
+	big := proto.AppendPacket(nil, bid, objectAnswer(2, 200<<10))
+	if _, err := peer.Write(big[:100<<10]); err != nil { // returns once read
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-aerr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a: %v", err)
+	}
+	a.Release()
+	berr := make(chan error, 1)
+	go func() {
+		ans, err := b.Wait(ctx)
+		if err == nil && !answers(ans, 2, 200<<10) {
+			err = errors.New("wrong answer")
+		}
+		b.Release()
+		berr <- err
+	}()
+	late := proto.AppendPacket(nil, aid, objectAnswer(1, 10)) // dropped
+	if _, err := peer.Write(append(big[100<<10:], late...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-berr; err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	d, did := ask(ctx, 3)
+	go peer.Write(proto.AppendPacket(nil, did, objectAnswer(3, 20<<10)))
+	if ans, err := d.Wait(ctx); err != nil || !answers(ans, 3, 20<<10) {
+		t.Fatalf("d: %v", err)
+	}
+	if c.Err() != nil || c.pendingCount() != 0 {
+		t.Fatalf("link: %v, %d pending", c.Err(), c.pendingCount())
+	}
 }
