@@ -67,3 +67,19 @@ func TestCompressInflate(t *testing.T) {
 		t.Errorf("unknown compression: no error")
 	}
 }
+
+// FuzzInflate: whatever a storage sends as compressed data, inflate
+// returns data or an error, never panics.
+func FuzzInflate(f *testing.F) {
+	c := &Client{}
+	_, z := c.compress([]byte("some data some data some data some data some data"))
+	f.Add(uint8(1), z)
+	f.Add(uint8(0), []byte("raw"))
+	f.Add(uint8(1), []byte{0x78, 0x9c, 0xff})
+	f.Fuzz(func(t *testing.T, compression uint8, data []byte) {
+		out, err := inflate(compression, data)
+		if err == nil && compression == 0 && string(out) != string(data) {
+			t.Fatalf("raw data changed")
+		}
+	})
+}
