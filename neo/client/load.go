@@ -225,7 +225,7 @@ type txnIter struct {
 	end      bool
 }
 
-func (c *Client) newTxnIter(min, max zodb.Tid, _ bool) *txnIter {
+func (c *Client) newTxnIter(min, max zodb.Tid) *txnIter {
 	return &txnIter{c: c, min: min, max: max, end: min > max}
 }
 
@@ -314,7 +314,7 @@ func (c *Client) Iterate(ctx context.Context, tidMin, tidMax zodb.Tid) zodb.ITxn
 	if tidMax > zodb.TidMax {
 		tidMax = zodb.TidMax
 	}
-	return &iterator{c: c, it: c.newTxnIter(tidMin, tidMax, true)}
+	return &iterator{c: c, it: c.newTxnIter(tidMin, tidMax)}
 }
 
 type iterator struct {

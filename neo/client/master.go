@@ -468,7 +468,7 @@ func (c *Client) startEvents(last zodb.Tid) {
 func (c *Client) catchUp(prev, last zodb.Tid) error {
 	ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
 	defer cancel()
-	it := c.newTxnIter(prev+1, last, false)
+	it := c.newTxnIter(prev+1, last)
 	for {
 		info, oids, err := it.next(ctx)
 		if err != nil {
