@@ -73,7 +73,7 @@ func (h *linkHandler) askCheckSerialRange(ctx context.Context, r *neonet.Request
 // check runs a replica check ordered by the master (CheckPartition): the
 // node compares its own digests with those of the other readable cells,
 // and reports the cells that differ from the reference.
-func (r *replicator) check(ctx context.Context, links map[proto.NodeID]*neonet.Link, m *proto.CheckPartition) error {
+func (r *replicator) check(ctx context.Context, links map[proto.NodeID]*peerConn, m *proto.CheckPartition) error {
 	s := r.s
 	if m.Source.UpstreamName != "" {
 		return fmt.Errorf("check against an upstream cluster is not supported")
@@ -112,11 +112,11 @@ func (r *replicator) check(ctx context.Context, links map[proto.NodeID]*neonet.L
 	}
 	conns := map[proto.NodeID]*neonet.Link{}
 	for i := range parts {
-		l, err := r.peerLink(ctx, links, &parts[i])
+		pc, err := r.peerLink(ctx, links, &parts[i])
 		if err != nil {
 			return err
 		}
-		conns[parts[i].nid] = l
+		conns[parts[i].nid] = pc.link
 	}
 	// compare runs one round: answers by node, the local one included.
 	compare := func(answers map[proto.NodeID]string) bool {

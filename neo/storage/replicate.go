@@ -185,10 +185,11 @@ func (r *replicator) queueCheck(m *proto.CheckPartition) {
 // work replicates partitions one at a time, then runs queued checks.
 func (r *replicator) work(ctx context.Context) {
 	s := r.s
-	links := map[proto.NodeID]*neonet.Link{}
+	// links dialed by the worker, closed when it ends
+	links := map[proto.NodeID]*peerConn{}
 	defer func() {
-		for _, l := range links {
-			l.Close()
+		for _, pc := range links {
+			pc.link.Close()
 		}
 	}()
 	for ctx.Err() == nil {
@@ -229,8 +230,8 @@ func (r *replicator) work(ctx context.Context) {
 					return
 				}
 				s.logf(slog.LevelWarn, "replication failed", "partition", p, "source", src.nid.String(), "err", err)
-				if l := links[src.nid]; l != nil {
-					l.Close()
+				if pc := links[src.nid]; pc != nil {
+					pc.link.Close()
 					delete(links, src.nid)
 				}
 				wait(ctx, r.wakeCh, time.Second)
@@ -259,8 +260,8 @@ func (r *replicator) work(ctx context.Context) {
 				continue
 			}
 			if idle {
-				for nid, l := range links {
-					l.Close()
+				for nid, pc := range links {
+					pc.link.Close()
 					delete(links, nid)
 				}
 			}
@@ -328,17 +329,20 @@ func (r *replicator) pick() (p uint32, part *replPart, src *source, idle bool) {
 	return 0, nil, nil, len(ps) == 0
 }
 
-// peerLink returns a link to a storage, identified as this node.
-func (r *replicator) peerLink(ctx context.Context, links map[proto.NodeID]*neonet.Link, src *source) (*neonet.Link, error) {
-	if l := links[src.nid]; l != nil {
-		select {
-		case <-l.Done():
-			delete(links, src.nid)
-		default:
-			return l, nil
-		}
-	}
+// peerLink returns a link to a storage: one it already has (accepted or
+// dialed; NEO/py nodes refuse a second one), else a new one, identified as
+// this node, whose requests are served like those of an accepted link.
+func (r *replicator) peerLink(ctx context.Context, links map[proto.NodeID]*peerConn, src *source) (*peerConn, error) {
 	s := r.s
+	if pc := links[src.nid]; pc != nil && isDown(pc.link) {
+		delete(links, src.nid)
+	}
+	s.mu.Lock()
+	pc := s.peers[src.nid]
+	s.mu.Unlock()
+	if pc != nil && !isDown(pc.link) {
+		return pc, nil
+	}
 	link, err := s.dialer.Dial(ctx, src.addr)
 	if err != nil {
 		return nil, err
@@ -357,68 +361,69 @@ func (r *replicator) peerLink(ctx context.Context, links map[proto.NodeID]*neone
 		link.Close()
 		return nil, fmt.Errorf("identify to %s: unexpected answer %v", src.nid, ans)
 	}
-	links[src.nid] = link
-	return link, nil
+	p := &peer{nid: src.nid, typ: proto.Storage}
+	s.mu.Lock()
+	if !s.operational {
+		s.mu.Unlock()
+		link.Close()
+		return nil, fmt.Errorf("not operational")
+	}
+	s.links[link] = p
+	pc = s.registerPeer(link, p)
+	s.mu.Unlock()
+	links[src.nid] = pc
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer link.Close()
+		s.serveRequests(ctx, link, p, pc)
+		s.mu.Lock()
+		delete(s.links, link)
+		s.unregisterPeer(pc)
+		s.mu.Unlock()
+	}()
+	return pc, nil
 }
 
-// fetch sends a replication request and handles the data packets that
-// carry its msg id until the answer has come and every packet sent before
-// it was handled.
-func fetch(ctx context.Context, link *neonet.Link, req proto.Msg, onData func(proto.Msg) error) (proto.Msg, error) {
-	call, err := link.Start(ctx, req)
+// fetch sends a replication request and hands the data packets that carry
+// its msg id to onData, in order, until the answer has come and every
+// packet sent before it was handled.
+func fetch(ctx context.Context, pc *peerConn, req proto.Msg, onData func(proto.Msg) error) (proto.Msg, error) {
+	pc.mu.Lock()
+	call, err := pc.link.Start(ctx, req)
+	if err != nil {
+		pc.mu.Unlock()
+		return nil, err
+	}
+	pc.fetchID, pc.active, pc.onData, pc.err = call.MsgID(), true, onData, nil
+	pc.mu.Unlock()
+	defer func() {
+		pc.mu.Lock()
+		pc.active, pc.onData = false, nil
+		pc.mu.Unlock()
+	}()
+	ans, err := call.Wait(ctx)
 	if err != nil {
 		return nil, err
 	}
-	actx, acancel := context.WithCancel(ctx)
-	defer acancel()
-	var ans proto.Msg
-	var aerr error
-	answered := make(chan struct{})
-	go func() {
-		defer close(answered)
-		ans, aerr = call.Wait(ctx)
-		acancel()
-	}()
-	var herr error
-	handle := func(r *neonet.Request) {
-		if r.MsgID != call.MsgID() {
-			return // left-overs of an aborted replication
-		}
-		if herr == nil {
-			herr = onData(r.Msg)
-		}
+	// the data was sent before the answer: once the link is synced, the
+	// loop receiving it has handled it
+	if err := pc.link.Sync(ctx); err != nil {
+		return nil, err
 	}
-	for {
-		r, err := link.Recv(actx)
-		if err != nil {
-			break
-		}
-		handle(r)
-	}
-	<-answered
-	// Recv may have seen the end of actx before packets queued just
-	// before the answer: everything sent before the answer is queued
-	// by now, and Recv returns what is queued before looking at actx.
-	for {
-		r, err := link.Recv(actx)
-		if err != nil {
-			break
-		}
-		handle(r)
-	}
-	if aerr != nil {
-		return nil, aerr
-	}
-	if herr != nil {
-		return nil, herr
+	pc.mu.Lock()
+	err = pc.err
+	pc.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
 	return ans, nil
 }
 
 // replicate fetches partition p from src, from progress+1 up to target.
-func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neonet.Link, p uint32, src *source, progress, target zodb.Tid) error {
+func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*peerConn, p uint32, src *source, progress, target zodb.Tid) error {
 	s := r.s
-	link, err := r.peerLink(ctx, links, src)
+	pc, err := r.peerLink(ctx, links, src)
 	if err != nil {
 		return err
 	}
@@ -454,7 +459,7 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 		if err != nil {
 			return err
 		}
-		ans, err := fetch(ctx, link, &proto.AskFetchTransactions{Partition: p, Length: uint32(fetchCount), MinTid: minTid,
+		ans, err := fetch(ctx, pc, &proto.AskFetchTransactions{Partition: p, Length: uint32(fetchCount), MinTid: minTid,
 			MaxTid: target, Have: have, AskPackInfo: first}, func(m proto.Msg) error {
 			t, ok := m.(*proto.AddTransaction)
 			if !ok {
@@ -512,7 +517,7 @@ func (r *replicator) replicate(ctx context.Context, links map[proto.NodeID]*neon
 				have = append(have, proto.SerialOids{Serial: x.At, Oids: []zodb.Oid{x.Oid}})
 			}
 		}
-		ans, err := fetch(ctx, link, &proto.AskFetchObjects{Partition: p, Length: uint32(fetchCount), MinTid: minTid,
+		ans, err := fetch(ctx, pc, &proto.AskFetchObjects{Partition: p, Length: uint32(fetchCount), MinTid: minTid,
 			MaxTid: target, MinOid: minOid, Have: have}, func(m proto.Msg) error {
 			o, ok := m.(*proto.AddObject)
 			if !ok {

@@ -2,11 +2,13 @@ package storage
 
 import (
 	"context"
+	"crypto/sha1"
 	"fmt"
 	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
 )
@@ -149,5 +151,93 @@ func compareStorages(ctx context.Context, t *testing.T, a, b *client, last map[z
 	}
 	if records < 500 {
 		t.Fatalf("only %d records compared", records)
+	}
+}
+
+// TestReplicationReusesAcceptedLink: like NEO/py, which refuses a second
+// link with a node, the node replicates over a link the source opened to
+// it. The source here is a fake one at an address nobody listens on.
+func TestReplicationReusesAcceptedLink(t *testing.T) {
+	ctx := timeout(t)
+	fm := newFakeMaster(t)
+	n := startNode(t, fm, dbPath(t, "s1.db"), proto.NoNode)
+	ml := fm.accept(ctx, s1)
+	ml.notify(ctx, &proto.NotifyNodeInformation{Timestamp: fm.nextTime(), Nodes: []proto.NodeInfo{
+		storageEntry(s1, n.s.Addr(), proto.NodeRunning, 1),
+		storageEntry(s2, "127.0.0.1:1", proto.NodeRunning, 2), clientEntry(c1, 3)}})
+	ml.notify(ctx, &proto.SendPartitionTable{PTid: proto.Some(proto.PTid(1)),
+		Rows: ptRows(np, proto.CellInfo{NID: s2, State: proto.CellUpToDate}, proto.CellInfo{NID: s1, State: proto.CellOutOfDate})})
+	ml.notify(ctx, &proto.StartOperation{})
+	expect[*proto.NotifyReady](ctx, t, ml)
+	_, askReq := expect[*proto.AskUnfinishedTransactions](ctx, t, ml)
+
+	// the source connects first, as for its own replication or check
+	src, err := neonet.Dial(ctx, n.s.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	srcAddr, _ := parseAddress("127.0.0.1:1")
+	if _, err := src.Ask(ctx, &proto.RequestIdentification{NodeType: proto.Storage, NID: s2, Address: proto.Some(srcAddr),
+		ClusterName: cluster, IDTimestamp: proto.Some(2.0), Extra: proto.Dict{}}); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() {
+		served <- func() error {
+			for {
+				r, err := src.Recv(ctx)
+				if err != nil {
+					return nil
+				}
+				switch m := r.Msg.(type) {
+				case *proto.AskFetchTransactions:
+					if m.Partition == 0 {
+						if err := src.Send(ctx, r.MsgID, &proto.AddTransaction{Tid: 0x104, User: []byte("u"), TTid: 0x100, Oids: []zodb.Oid{4}}); err != nil {
+							return err
+						}
+					}
+					if err := r.Reply(ctx, &proto.AnswerFetchTransactions{NextTid: zodb.InvalidTid, CompletedPack: zodb.InvalidTid}); err != nil {
+						return err
+					}
+				case *proto.AskFetchObjects:
+					if m.Partition == 0 {
+						if err := src.Send(ctx, r.MsgID, &proto.AddObject{Oid: 4, Serial: 0x104, Checksum: sha1.Sum([]byte("four")),
+							Data: []byte("four"), DataSerial: zodb.InvalidTid}); err != nil {
+							return err
+						}
+					}
+					if err := r.Reply(ctx, &proto.AnswerFetchObjects{NextTid: zodb.InvalidTid, NextOid: zodb.InvalidOid}); err != nil {
+						return err
+					}
+				default:
+					return fmt.Errorf("unexpected %T", r.Msg)
+				}
+			}
+		}()
+	}()
+	if err := askReq.Reply(ctx, &proto.AnswerUnfinishedTransactions{MaxTid: 0x104}); err != nil {
+		t.Fatal(err)
+	}
+	for done := 0; done < np; done++ {
+		m, _ := expect[*proto.NotifyReplicationDone](ctx, t, ml)
+		if m.Tid != 0x104 {
+			t.Fatalf("%+v", m)
+		}
+	}
+	var upd []proto.CellChange
+	for p := uint32(0); p < np; p++ {
+		upd = append(upd, proto.CellChange{Partition: p, NID: s1, State: proto.CellUpToDate})
+	}
+	ml.notify(ctx, &proto.NotifyPartitionChanges{PTid: 2, Changes: upd})
+	c := dialClient(ctx, t, n.s.Addr(), c1, 3)
+	checkObject(t, load(ctx, t, c, 4, zodb.InvalidTid, zodb.InvalidTid), 0x104, zodb.InvalidTid, "four")
+	info := c.ask(ctx, &proto.AskTransactionInformation{Tid: 0x104}).(*proto.AnswerTransactionInformation)
+	if string(info.User) != "u" {
+		t.Fatalf("%+v", info)
+	}
+	src.Close()
+	if err := <-served; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -72,10 +72,12 @@ func (s *Storage) serveLink(ctx context.Context, link *neonet.Link) {
 		return
 	}
 	s.links[link] = p
+	pc := s.registerPeer(link, p)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.links, link)
+		s.unregisterPeer(pc)
 		if p.typ == proto.Client && s.operational && s.tm != nil {
 			if err := s.tm.abortFor(context.Background(), p.nid, false); err != nil {
 				s.log.Error("abort transactions of a lost client", "client", p.nid.String(), "err", err)
@@ -86,6 +88,12 @@ func (s *Storage) serveLink(ctx context.Context, link *neonet.Link) {
 	if err := r.Reply(ctx, &proto.AcceptIdentification{NodeType: proto.Storage, NID: s.nidNow(p), YourNID: p.nid}); err != nil {
 		return
 	}
+	s.serveRequests(ctx, link, p, pc)
+}
+
+// serveRequests handles the requests and notifications an identified peer
+// sends on link, until the link is down.
+func (s *Storage) serveRequests(ctx context.Context, link *neonet.Link, p *peer, pc *peerConn) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	// requests waiting for a lock give up when the link goes down
@@ -100,7 +108,7 @@ func (s *Storage) serveLink(ctx context.Context, link *neonet.Link) {
 		case <-ctx.Done():
 		}
 	}()
-	h := &linkHandler{s: s, link: link, peer: p, wg: &wg}
+	h := &linkHandler{s: s, link: link, peer: p, pc: pc, wg: &wg}
 	for {
 		r, err := link.Recv(ctx)
 		if err != nil {
@@ -126,6 +134,59 @@ func (s *Storage) serveLink(ctx context.Context, link *neonet.Link) {
 				return
 			}
 		}
+	}
+}
+
+// peerConn is a link with another storage, accepted or dialed, which the
+// replicator and the checker use as requester: replication data carrying
+// the msg id of the current fetch goes to it.
+type peerConn struct {
+	nid  proto.NodeID
+	link *neonet.Link
+
+	mu      sync.Mutex
+	fetchID uint32
+	active  bool
+	onData  func(proto.Msg) error
+	err     error // first error of onData
+}
+
+// deliver hands replication data to the current fetch; anything else
+// (left-overs of an aborted replication) is ignored.
+func (pc *peerConn) deliver(r *neonet.Request) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if !pc.active || r.MsgID != pc.fetchID || pc.err != nil {
+		return
+	}
+	pc.err = pc.onData(r.Msg)
+}
+
+// registerPeer records the link of an identified storage; mu held.
+func (s *Storage) registerPeer(link *neonet.Link, p *peer) *peerConn {
+	if p.typ != proto.Storage || p.nid == proto.NoNode {
+		return nil
+	}
+	pc := &peerConn{nid: p.nid, link: link}
+	if old := s.peers[p.nid]; old == nil || isDown(old.link) {
+		s.peers[p.nid] = pc
+	}
+	return pc
+}
+
+// unregisterPeer forgets a link; mu held.
+func (s *Storage) unregisterPeer(pc *peerConn) {
+	if pc != nil && s.peers[pc.nid] == pc {
+		delete(s.peers, pc.nid)
+	}
+}
+
+func isDown(l *neonet.Link) bool {
+	select {
+	case <-l.Done():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -203,6 +264,7 @@ type linkHandler struct {
 	s    *Storage
 	link *neonet.Link
 	peer *peer
+	pc   *peerConn // storage peers: where replication data goes
 	wg   *sync.WaitGroup
 	obj  backend.Object // reused by loads
 }
@@ -216,6 +278,12 @@ func (h *linkHandler) handle(ctx context.Context, r *neonet.Request) error {
 	client := h.peer.typ == proto.Client
 	switch m := r.Msg.(type) {
 	case *proto.CloseClient:
+		return nil
+	case *proto.AddTransaction, *proto.AddObject:
+		if client || h.pc == nil {
+			break
+		}
+		h.pc.deliver(r)
 		return nil
 	case *proto.Error:
 		s.logf(slog.LevelDebug, "error notified by a peer", "code", m.Code, "msg", m.Message)

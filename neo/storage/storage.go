@@ -115,6 +115,7 @@ type Storage struct {
 	packReported zodb.Tid // last NotifyPackCompleted sent
 
 	links map[*neonet.Link]*peer // links with peers (not the master)
+	peers map[proto.NodeID]*peerConn
 	tm    *txnManager
 	repl  *replicator
 
@@ -184,6 +185,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		nodes:        map[proto.NodeID]*nodeInfo{},
 		nodesChanged: make(chan struct{}),
 		links:        map[*neonet.Link]*peer{},
+		peers:        map[proto.NodeID]*peerConn{},
 		backupTid:    zodb.InvalidTid,
 	}
 	return s, nil
