@@ -16,6 +16,10 @@ import (
 	"github.com/neozodb/neo/zodb"
 )
 
+// idleClose is how long links opened for replication stay unused before
+// they are closed (NEO/py's idle timeout of client connections).
+const idleClose = 100 * time.Second
+
 // fetchCount is NEO/py's FETCH_COUNT: items per replication chunk (a
 // variable for tests).
 var fetchCount = 1000
@@ -259,13 +263,23 @@ func (r *replicator) work(ctx context.Context) {
 			} else if did {
 				continue
 			}
-			if idle {
+			if !idle || len(links) == 0 {
+				wait(ctx, r.wakeCh, 0)
+				continue
+			}
+			// links opened for replication are closed after a while
+			// without use (the peer may use them meanwhile)
+			t := time.NewTimer(idleClose)
+			select {
+			case <-r.wakeCh:
+			case <-ctx.Done():
+			case <-t.C:
 				for nid, pc := range links {
 					pc.link.Close()
 					delete(links, nid)
 				}
 			}
-			wait(ctx, r.wakeCh, 0)
+			t.Stop()
 		}
 	}
 }
