@@ -1,6 +1,7 @@
 package neonet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -255,4 +256,43 @@ func TestGiveUpMidPacket(t *testing.T) {
 	if c.Err() != nil || c.pendingCount() != 0 {
 		t.Fatalf("link: %v, %d pending", c.Err(), c.pendingCount())
 	}
+}
+
+// Recv gives up in the middle of a packet it reads; the next Recv returns
+// the packet whole.
+func TestRecvGivesUpMidPacket(t *testing.T) {
+	defer func(d time.Duration) { readIdle = d }(readIdle)
+	readIdle = time.Hour // only waiters read
+	ctx := testCtx(t)
+	conn, peer := net.Pipe()
+	l := newLink(conn, conn)
+	go l.reader()
+	defer l.Close()
+	defer peer.Close()
+	rctx, cancel := context.WithCancel(ctx)
+	rerr := make(chan error, 1)
+	go func() {
+		_, err := l.Recv(rctx)
+		rerr <- err
+	}()
+	m := &proto.AddObject{Oid: 5, Data: bytes.Repeat([]byte{5}, 300<<10), DataSerial: zodb.InvalidTid}
+	pkt := proto.AppendPacket(nil, 7, m)
+	for _, part := range [][]byte{pkt[:5], pkt[5 : 100<<10]} { // the header alone, then more
+		if _, err := peer.Write(part); err != nil { // returns once read
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-rerr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("recv: %v", err)
+	}
+	go peer.Write(pkt[100<<10:])
+	r, err := l.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := proto.AppendPacket(nil, r.MsgID, r.Msg); !bytes.Equal(got, pkt) {
+		t.Fatalf("received %s differs", msgName(r.Msg))
+	}
+	r.Release()
 }
