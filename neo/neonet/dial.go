@@ -206,7 +206,7 @@ func ctxErr(ctx context.Context, err error) error {
 
 // handshake sends our handshake and checks the peer's. The two are
 // independent: NEO/py sends its own without waiting for the peer's. Bytes
-// the peer sent after its handshake stay in the buffer for the reader.
+// the peer sent after its handshake stay in the buffer for the link.
 func (l *Link) handshake() error {
 	if _, err := l.conn.Write(proto.Handshake); err != nil {
 		return fmt.Errorf("send handshake: %w", err)

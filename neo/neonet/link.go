@@ -53,8 +53,8 @@ const (
 	// close after the last packet, so that this packet is not lost to a
 	// reset caused by closing a socket with unread input.
 	abortLinger = 5 * time.Second
-	// abortWriteWait bounds how long the reader waits to send the Error
-	// packet of an abort when the link is busy writing.
+	// abortWriteWait bounds how long the link's goroutine waits to send
+	// the Error packet of an abort when the link is busy writing.
 	abortWriteWait = 10 * time.Second
 )
 
@@ -95,7 +95,7 @@ type Link struct {
 	err      error            // why the link is down; nil while up
 	down     chan struct{}    // closed when the link goes down
 	isDown   atomic.Bool      // err != nil, readable without mu
-	aborting bool             // down by an abort: the reader lingers
+	aborting bool             // down by an abort: the link's goroutine lingers
 
 	// The read turn (see read.go).
 	rbusy     bool          // taken
@@ -177,9 +177,9 @@ func (l *Link) Close() error {
 }
 
 // shutdown marks the link down because of cause, fails pending Asks, and
-// closes the socket unless the link is aborting (then its reader closes it
-// after lingering, and queued requests are dropped; otherwise Recv still
-// returns them). It returns false if the link was already down.
+// closes the socket unless the link is aborting (then its goroutine closes
+// it after lingering, and queued requests are dropped; otherwise Recv
+// still returns them). It returns false if the link was already down.
 func (l *Link) shutdown(cause error, aborting bool) bool {
 	err := fmt.Errorf("link %s: %w: %w", l, ErrLinkDown, cause)
 	l.mu.Lock()
@@ -670,8 +670,8 @@ func (l *Link) abort(ctx context.Context, msgID uint32, m Msg) error {
 }
 
 // lingerClose ends an abort: it tells the peer we send nothing more, and
-// lets the reader discard input until the peer closes (or abortLinger
-// passes), then close the socket.
+// lets the link's goroutine discard input until the peer closes (or
+// abortLinger passes), then close the socket.
 func (l *Link) lingerClose() {
 	if cw, ok := l.conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite() // TLS: close_notify
