@@ -2,6 +2,7 @@ package stress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/neozodb/neo/neo/client"
 	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/internal/histcheck"
+	"github.com/neozodb/neo/neo/pt"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -61,6 +63,49 @@ func (r *runner) readObjects(ctx context.Context, cl *client.Client, objs []zodb
 			}
 			fo.Revisions = append(fo.Revisions, histcheck.Revision{Tid: tid, Value: v})
 		}
+		f[oid] = fo
+	}
+	return f, nil
+}
+
+// readChains reads the value and every revision of objs by loads alone,
+// from the newest revision back (History would also read the transactions'
+// metadata, which other partitions hold).
+func (r *runner) readChains(ctx context.Context, cl *client.Client, objs []zodb.Oid) (histcheck.Final, error) {
+	ctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+	defer cancel()
+	head, err := cl.LastTid(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := histcheck.Final{}
+	for _, oid := range objs {
+		kind := r.kind[oid]
+		fo := &histcheck.FinalObject{Revisions: []histcheck.Revision{}}
+		at := head
+		for first := true; ; first = false {
+			data, serial, _, err := cl.Load(ctx, zodb.Xid{Oid: oid, At: at})
+			var nd *zodb.NoDataError
+			if !first && errors.As(err, &nd) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("load %v at %v: %w", oid, at, err)
+			}
+			v, err := decode(kind, data)
+			if err != nil {
+				return nil, fmt.Errorf("load %v at %v: %w", oid, at, err)
+			}
+			if first {
+				fo.Value = v
+			}
+			fo.Revisions = append(fo.Revisions, histcheck.Revision{Tid: serial, Value: v})
+			if serial == 0 {
+				break
+			}
+			at = serial - 1
+		}
+		slices.Reverse(fo.Revisions)
 		f[oid] = fo
 	}
 	return f, nil
@@ -139,7 +184,7 @@ func (r *runner) checkReplicas(ctx context.Context, final histcheck.Final) error
 		}
 		var objs []zodb.Oid
 		for _, oid := range r.objs {
-			for _, cell := range st.rows[int(uint64(oid)%uint64(np))] {
+			for _, cell := range st.rows[pt.Partition(uint64(oid), np)] {
 				if cell.NID == ni.NID {
 					objs = append(objs, oid)
 				}
@@ -160,7 +205,7 @@ func (r *runner) checkReplicas(ctx context.Context, final histcheck.Final) error
 				return nil, err
 			}
 			defer cl.Close()
-			return r.readObjects(ctx, cl, objs)
+			return r.readChains(ctx, cl, objs)
 		}()
 		r.c.net.Heal(name, faultnet.Any)
 		if err != nil {

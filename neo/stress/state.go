@@ -48,6 +48,19 @@ func (s *clusterState) nodeByAddr(addr string) (proto.NodeInfo, bool) {
 	return proto.NodeInfo{}, false
 }
 
+// primaryAddr returns the address of the primary master, "" if unknown.
+func (s *clusterState) primaryAddr() string {
+	if s.primary == proto.NoNode {
+		return ""
+	}
+	for _, n := range s.nodes {
+		if n.Type == proto.Master && n.NID == s.primary && n.Addr.Ok {
+			return n.Addr.V.String()
+		}
+	}
+	return ""
+}
+
 // monitor asks the admin node for the cluster's state. It is used by the
 // fault loop only.
 type monitor struct {

@@ -162,7 +162,7 @@ func run(ctx context.Context, opt Options, tamper func(*histcheck.History, histc
 		name:     "stress",
 		replicas: opt.Replicas,
 		net:      faultnet.New(nil),
-		logger:   slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		logger:   slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		logf:     r.logf,
 	}
 	if err := r.c.setup(dir, opt); err != nil {
@@ -470,14 +470,16 @@ func (r *runner) killPrimary(ctx context.Context, n int) error {
 	if m == nil {
 		return fmt.Errorf("primary master %v is none of ours: %v", st.primary, st)
 	}
-	old := st.primary
-	r.logf("cycle %d: kill primary master %s (%v)", n, m.name, old)
+	r.logf("cycle %d: kill primary master %s (node id %v)", n, m.name, st.primary)
 	r.res.Faults++
 	if err := c.stop(m, true); err != nil {
 		r.logf("%s: Run after kill: %v", m.name, err)
 	}
+	// The new primary may take the same node id: it is told by its
+	// address.
 	if _, err := r.mon.wait(ctx, recoverTimeout, m.name+" killed: another primary, cluster RUNNING", func(st *clusterState) bool {
-		return st.primary != proto.NoNode && st.primary != old && c.operational(st)
+		addr := st.primaryAddr()
+		return addr != "" && addr != m.addr && c.operational(st)
 	}); err != nil {
 		return err
 	}
