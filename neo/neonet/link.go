@@ -106,6 +106,7 @@ type Link struct {
 	rerr      error         // why reading ended: the turn is the link goroutine's
 	bgwake    chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
 	idle      *time.Timer   // wakes the link's goroutine to read when nobody does
+	idleAfter time.Duration // readIdle when the link was made
 	kick      func()        // kickRead
 	delivered uint64        // answers, and requests to a waiting Recv, dispatched
 
@@ -133,6 +134,7 @@ func newLink(conn, raw net.Conn) *Link {
 		down:      make(chan struct{}),
 		bgwake:    make(chan struct{}, 1),
 		idle:      time.NewTimer(readIdle),
+		idleAfter: readIdle,
 		lingering: make(chan struct{}),
 		reading:   make(chan struct{}),
 		buf:       make([]byte, readBufSize),

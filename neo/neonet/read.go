@@ -71,7 +71,7 @@ func (l *Link) wakeReader() {
 			case c.turn <- struct{}{}:
 			default:
 			}
-			l.idle.Reset(readIdle)
+			l.idle.Reset(l.idleAfter)
 			return
 		}
 	}
@@ -81,7 +81,7 @@ func (l *Link) wakeReader() {
 		default:
 		}
 	}
-	l.idle.Reset(readIdle)
+	l.idle.Reset(l.idleAfter)
 }
 
 // endTurn hands the read turn over to the link's goroutine after err (nil
