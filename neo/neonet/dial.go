@@ -26,6 +26,9 @@ var keepAlive = net.KeepAliveConfig{
 
 // Network is where links get their connections: TCP by default. Tests put
 // their own in between to delay, drop or cut what nodes send each other.
+// Its connections must honour deadlines: links use them to end the
+// handshake in time, and to interrupt a read made for a waiter (Ask,
+// Recv) whose context ends.
 type Network interface {
 	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	Listen(ctx context.Context, network, addr string) (net.Listener, error)
