@@ -109,7 +109,7 @@ func (c *cluster) setup(dir string, opt Options) error {
 				Replicas:   opt.Replicas,
 				Autostart:  opt.Storages,
 				Net:        c.net.Endpoint(n.name),
-				Logger:     c.logger.With("node", n.name),
+				Logger:     c.logger.With("endpoint", n.name),
 			})
 			if err != nil {
 				return nil, err
@@ -130,7 +130,7 @@ func (c *cluster) setup(dir string, opt Options) error {
 			Bind:    a.addr,
 			Masters: addrs,
 			Net:     c.net.Endpoint(a.name),
-			Logger:  c.logger.With("node", a.name),
+			Logger:  c.logger.With("endpoint", a.name),
 		})
 		if err != nil {
 			return nil, err
@@ -142,9 +142,12 @@ func (c *cluster) setup(dir string, opt Options) error {
 	return nil
 }
 
-// crasher is a backend that can be closed as a killed process leaves it:
-// work not yet committed is lost.
-type crasher interface{ Crash() error }
+// crasher and crasherNoErr are backends that can be closed as a killed
+// process leaves them: work not yet committed is lost.
+type (
+	crasher      interface{ Crash() error }
+	crasherNoErr interface{ Crash() }
+)
 
 func (c *cluster) startStorage(ctx context.Context, n *node) (runFunc, error) {
 	db, err := sqlite.Open(ctx, n.dbPath, sqlite.Options{Name: c.name})
@@ -157,7 +160,7 @@ func (c *cluster) startStorage(ctx context.Context, n *node) (runFunc, error) {
 		Masters: c.masterAddrs(),
 		Backend: db,
 		Net:     c.net.Endpoint(n.name),
-		Logger:  c.logger.With("node", n.name),
+		Logger:  c.logger.With("endpoint", n.name),
 	})
 	if err != nil {
 		db.Close()
@@ -171,6 +174,8 @@ func (c *cluster) startStorage(ctx context.Context, n *node) (runFunc, error) {
 			// Killed: the database goes as a dead process leaves it.
 			if cr, ok := any(db).(crasher); ok {
 				cerr = cr.Crash()
+			} else if cr, ok := any(db).(crasherNoErr); ok {
+				cr.Crash()
 			} else {
 				c.crashNote.Do(func() {
 					c.logf("note: the SQLite backend has no Crash: a killed storage's database is closed with Close, which commits its deferred work")

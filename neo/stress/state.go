@@ -38,6 +38,24 @@ func (s *clusterState) String() string {
 	return b.String()
 }
 
+// brief returns the primary and the partition table.
+func (s *clusterState) brief() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "primary %v %s; pt", s.primary, s.primaryAddr())
+	for i, row := range s.rows {
+		fmt.Fprintf(&b, " %d:", i)
+		for _, c := range row {
+			fmt.Fprintf(&b, "%v-%.1s", c.NID, c.State)
+		}
+	}
+	for _, n := range s.nodes {
+		if n.Type == proto.Storage && n.State != proto.NodeRunning {
+			fmt.Fprintf(&b, "; %v %v", n.NID, n.State)
+		}
+	}
+	return b.String()
+}
+
 // nodeByAddr returns the node listening on addr.
 func (s *clusterState) nodeByAddr(addr string) (proto.NodeInfo, bool) {
 	for _, n := range s.nodes {
@@ -157,6 +175,7 @@ func (m *monitor) wait(ctx context.Context, timeout time.Duration, what string, 
 		st, err := m.ask(ctx)
 		if err == nil {
 			if ok(st) {
+				m.c.logf("  %s: %s", what, st.brief())
 				return st, nil
 			}
 			last = st

@@ -190,9 +190,11 @@ func run(ctx context.Context, opt Options, tamper func(*histcheck.History, histc
 	}
 
 	r.c.net.HealAll()
-	if _, err := r.mon.wait(ctx, recoverTimeout, "all faults healed: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy); err != nil {
+	st, err := r.mon.wait(ctx, recoverTimeout, "all faults healed: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy)
+	if err != nil {
 		return r.res, fmt.Errorf("stress: seed %d: %w", opt.Seed, errors.Join(ferr, err))
 	}
+	r.logf("healed: %v", st)
 	final, rerr := r.readFinal(ctx)
 	if rerr != nil {
 		return r.res, fmt.Errorf("stress: seed %d: final state: %w", opt.Seed, errors.Join(ferr, rerr))
@@ -229,7 +231,10 @@ func (r *runner) start(ctx context.Context) error {
 	if err := r.c.startNode(ctx, r.c.admin); err != nil {
 		return err
 	}
-	_, err := r.mon.wait(ctx, startTimeout, "start: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy)
+	st, err := r.mon.wait(ctx, startTimeout, "start: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy)
+	if err == nil {
+		r.logf("started: %v", st)
+	}
 	return err
 }
 
@@ -241,8 +246,8 @@ func (r *runner) newClient(ctx context.Context, name string) (*client.Client, er
 		Cluster: r.c.name,
 		Masters: r.c.masterAddrs(),
 		Net:     r.c.net.Endpoint(name),
-		Logger:  r.c.logger.With("node", name),
-	}, &zodb.DriverOptions{Logger: r.c.logger.With("node", name)})
+		Logger:  r.c.logger.With("endpoint", name),
+	}, &zodb.DriverOptions{Logger: r.c.logger.With("endpoint", name)})
 	if err != nil {
 		return nil, fmt.Errorf("client %s: %w", name, err)
 	}
