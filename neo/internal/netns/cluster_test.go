@@ -26,7 +26,10 @@ import (
 	"github.com/neozodb/neo/neo/internal/netns"
 )
 
-var long = flag.Bool("netns.long", false, "also run the partition tests that wait for TCP keep-alive (about 90 s each)")
+var (
+	long     = flag.Bool("netns.long", false, "also run the partition tests that wait for TCP keep-alive (about 2 min each)")
+	showLogs = flag.Bool("netns.logs", false, "show the logs of every process, also when the test passes")
+)
 
 func TestMain(m *testing.M) {
 	if name := os.Getenv(helperEnv); name != "" {
@@ -119,9 +122,9 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd, stdout io.Writer) *proc
 	}()
 	t.Cleanup(func() {
 		p.kill()
-		if t.Failed() {
+		if t.Failed() || *showLogs {
 			b, _ := os.ReadFile(p.logPath)
-			if len(b) > 6000 {
+			if len(b) > 6000 && !*showLogs {
 				b = append([]byte("...\n"), b[len(b)-6000:]...)
 			}
 			t.Logf("--- log of %s (%s):\n%s", name, strings.Join(cmd.Args, " "), b)
@@ -521,4 +524,49 @@ func (c *cluster) verify(n *netns.Node, acks []string) {
 		c.t.Fatalf("read back %d acknowledged transactions: %v\n%s", len(acks), err, out)
 	}
 	c.t.Logf("%s", bytes.TrimSpace(out))
+}
+
+// primary returns the master that neoctl reports as primary, and the other
+// one (the cluster has two).
+func (c *cluster) primary(m1, m2 *netns.Node) (primary, other *netns.Node) {
+	c.t.Helper()
+	id, err := c.ctl("print", "primary")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id = strings.TrimSpace(id)
+	out, err := c.ctl("print", "node", "master")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(line, "|")
+		if len(f) < 3 || strings.TrimSpace(f[0]) != id {
+			continue
+		}
+		switch strings.TrimSpace(f[2]) {
+		case addr(m1, masterPort):
+			return m1, m2
+		case addr(m2, masterPort):
+			return m2, m1
+		}
+	}
+	c.t.Fatalf("primary master %q not found in neoctl print node:\n%s", id, out)
+	return nil, nil
+}
+
+// log returns what node n's process logged so far.
+func (c *cluster) log(n *netns.Node) string {
+	c.t.Helper()
+	c.mu.Lock()
+	p := c.nodes[n.Name]
+	c.mu.Unlock()
+	if p == nil {
+		c.t.Fatalf("no process for node %s", n.Name)
+	}
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return string(b)
 }
