@@ -53,6 +53,12 @@ func (s *clusterState) brief() string {
 			fmt.Fprintf(&b, "; %v %v", n.NID, n.State)
 		}
 	}
+	b.WriteString("; ids")
+	for _, n := range s.nodes {
+		if n.Type == proto.Storage && n.Addr.Ok {
+			fmt.Fprintf(&b, " %v=%s", n.NID, n.Addr.V.String())
+		}
+	}
 	return b.String()
 }
 

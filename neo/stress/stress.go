@@ -244,7 +244,11 @@ func (r *runner) start(ctx context.Context) error {
 	}
 	st, err := r.mon.wait(ctx, startTimeout, "start: cluster RUNNING, every cell UP_TO_DATE", r.c.healthy)
 	if err == nil {
-		r.logf("started: %v", st)
+		var names []string
+		for _, n := range append(append([]*node{}, r.c.masters...), r.c.stors...) {
+			names = append(names, n.name+"="+n.addr)
+		}
+		r.logf("started: %s; %v", strings.Join(names, " "), st)
 	}
 	return err
 }
