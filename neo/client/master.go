@@ -320,6 +320,7 @@ func (c *Client) updateNodes(m *proto.NotifyNodeInformation) {
 	c.nniTime = m.Timestamp
 	seen := map[proto.NodeID]bool{}
 	for _, ni := range m.Nodes {
+		c.log.Debug("node", "nid", ni.NID, "type", ni.Type, "addr", ni.Addr, "state", ni.State)
 		if ni.NID == proto.NoNode {
 			continue
 		}

@@ -136,6 +136,7 @@ func (c *Client) dialStorage(ctx context.Context, nid proto.NodeID, addr string,
 		link.Close()
 		return nil, fmt.Errorf("storage %v at %s: identification: %w", nid, addr, err)
 	}
+	c.log.Debug("storage link", "storage", nid, "addr", addr, "link", link.String())
 	acc, ok := m.(*proto.AcceptIdentification)
 	if !ok || acc.NodeType != proto.Storage || acc.NID != nid || (acc.YourNID != proto.NoNode && acc.YourNID != myNID) {
 		link.Close()

@@ -416,7 +416,9 @@ func (t *txn) resolve(ctx context.Context, oid zodb.Oid, committed zodb.Tid) err
 		t.mu.Unlock()
 		return nil // already resolved against this revision
 	}
-	kind, readSerial, data, undo := o.kind, o.readSerial, o.data, o.undo
+	// The data to merge are based on the serial they were last stored
+	// with: the one read, or the one of a conflict already resolved.
+	kind, readSerial, base, data, undo := o.kind, o.readSerial, o.serial, o.data, o.undo
 	t.mu.Unlock()
 	if kind == objCheck {
 		return &zodb.ReadConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial}
@@ -429,11 +431,11 @@ func (t *txn) resolve(ctx context.Context, oid zodb.Oid, committed zodb.Tid) err
 		return &zodb.ConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial}
 	}
 	var old []byte
-	if readSerial != 0 {
+	if base != 0 {
 		var err error
-		old, _, err = t.c.loadSerial(ctx, oid, readSerial)
+		old, _, err = t.c.loadSerial(ctx, oid, base)
 		if err != nil {
-			return &zodb.ConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial, Msg: fmt.Sprintf("loading the revision read: %v", err)}
+			return &zodb.ConflictError{Oid: oid, CommittedSerial: committed, ReadSerial: readSerial, Msg: fmt.Sprintf("loading the revision %v the data are based on: %v", base, err)}
 		}
 	}
 	cur, _, err := t.c.loadSerial(ctx, oid, committed)
@@ -519,7 +521,7 @@ func (t *txn) Vote(ctx context.Context) ([]zodb.Oid, error) {
 		}
 		if !ok {
 			t.mu.Unlock()
-			return nil, t.opError("vote", nil, fmt.Errorf("oid %v: no storage took the write", oid))
+			return nil, t.opError("vote", nil, fmt.Errorf("oid %v: no storage took the write (cells %v, failed %v)", oid, t.c.writeCells(p), t.failed))
 		}
 	}
 	t.mu.Unlock()
