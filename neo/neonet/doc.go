@@ -61,12 +61,15 @@
 // usually read by the goroutine waiting for it, with no hand-over from
 // another goroutine (on loopback, such a hand-over costs as much as the
 // system calls of a round trip); answers and requests read by one waiter
-// for others are handed to them. Each link also has one goroutine of its
-// own, which Close waits for: it reads while nobody waits (taking the turn
-// once it has been free for a millisecond, and giving it back when a waiter
-// comes), so that requests are queued and the peer closing is noticed even
-// then, and it ends the link. A Listener has one accepting goroutine and
-// one per connection in its handshake, which Listener.Close waits for.
+// for others are handed to them. A loop calling Recv and answering each
+// request before calling Recv again reads the next request only then;
+// handling requests in goroutines of their own overlaps the two. Each link
+// also has one goroutine of its own, which Close waits for: it reads while
+// nobody waits (taking the turn once it has been free for a millisecond,
+// and giving it back when a waiter comes), so that requests are queued and
+// the peer closing is noticed even then, and it ends the link. A Listener
+// has one accepting goroutine and one per connection in its handshake,
+// which Listener.Close waits for.
 // Every call that may block takes a context; a waiter reading for itself
 // stops when its context ends (a context that can be canceled is watched
 // with context.AfterFunc while reading: two small allocations). A write
@@ -115,8 +118,9 @@
 // round trip (AskObject, AnswerObject released) on a loopback link with a
 // plain TCP ping-pong of the same bytes (one buffer reused, no framing,
 // no goroutines) in the same run, for 64 B, 4 KiB and 64 KiB of object
-// data; the link takes at most twice as long (about 1.4 to 1.7 times on a
-// loaded 2-core machine):
+// data; the link takes at most twice as long (1.3 to 1.8 times on a
+// loaded 2-core machine, 1.6 to 1.8 for 64 KiB, which the peer's encoding
+// copies once more):
 //
 //	go test -run XXX -bench RoundTripRatio -count 3 -benchtime 50000x ./neo/neonet
 package neonet
