@@ -10,8 +10,14 @@
 //
 // Start returns once the cluster is RUNNING with every storage RUNNING, as
 // the admin node reports it (by state: the harness polls the admin, it
-// never waits a fixed time). Everything started is stopped when the test
-// ends (Cleanup); Close may also be called earlier.
+// never waits a fixed time); WaitRunning and WaitUpToDate wait again after
+// faults. Storages and the master can be killed (their links cut first,
+// then their node stopped) and restarted on their database and address.
+// Clients come from Client (a *client.Client) or Open (a *zodb.Storage,
+// through the "neotest://" URLs of TestURL, so that zodb.Open reaches the
+// cluster over its faultnet). Everything started is stopped when the test
+// ends (Cleanup), through the cluster's STOPPING state first; Close may also
+// be called earlier.
 //
 // Node names, which are also their faultnet endpoints: M1..Mn for masters,
 // S1..Sn for storages, A1 for the admin, and whatever name a test gives its
