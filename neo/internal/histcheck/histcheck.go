@@ -438,65 +438,93 @@ func cmpTid(a, b zodb.Tid) int {
 
 // checkRealTime checks that committed writes and current reads are ordered
 // consistently with real time: an operation invoked after a commit was
-// acknowledged commits after it and sees it.
+// acknowledged commits after it and sees it, and no snapshot holds a commit
+// invoked after the snapshot's operation returned.
 func (c *checker) checkRealTime() {
-	// Acknowledged commits by return time; prefix maxima of their tids.
+	ops := c.h.Ops
+	// Acknowledged commits by return time, with the running maximum of
+	// their tids: over all objects, and per object.
 	var acked []int
-	for i := range c.h.Ops {
-		if isWrite(c.h.Ops[i].Kind) && c.h.Ops[i].Outcome == OK {
+	for i := range ops {
+		if isWrite(ops[i].Kind) && ops[i].Outcome == OK {
 			acked = append(acked, i)
 		}
 	}
-	slices.SortFunc(acked, func(a, b int) int { return cmpInt(c.h.Ops[a].Return, c.h.Ops[b].Return) })
-	maxBefore := func(call int64, obj zodb.Oid, anyObj bool) int {
-		best := -1
-		for _, j := range acked {
-			if c.h.Ops[j].Return >= call {
-				break
-			}
-			if !anyObj && c.h.Ops[j].Obj != obj {
-				continue
-			}
-			if best < 0 || c.h.Ops[j].Tid > c.h.Ops[best].Tid {
-				best = j
+	slices.SortFunc(acked, func(a, b int) int { return cmpInt(ops[a].Return, ops[b].Return) })
+	type prefix struct {
+		ret  []int64 // return times, ascending
+		best []int   // the op with the greatest tid among the first k+1
+	}
+	build := func(idx []int) *prefix {
+		p := &prefix{}
+		for k, j := range idx {
+			p.ret = append(p.ret, ops[j].Return)
+			if k == 0 || ops[j].Tid > ops[p.best[k-1]].Tid {
+				p.best = append(p.best, j)
+			} else {
+				p.best = append(p.best, p.best[k-1])
 			}
 		}
-		return best
+		return p
 	}
-	for i := range c.h.Ops {
-		op := &c.h.Ops[i]
+	// before returns the acknowledged commit of greatest tid that
+	// returned before call, -1 if none.
+	before := func(p *prefix, call int64) int {
+		n, _ := slices.BinarySearch(p.ret, call) // returns < call
+		if n == 0 {
+			return -1
+		}
+		return p.best[n-1]
+	}
+	all := build(acked)
+	perObj := map[zodb.Oid]*prefix{}
+	for oid := range c.h.Objects {
+		var idx []int
+		for _, j := range acked {
+			if ops[j].Obj == oid {
+				idx = append(idx, j)
+			}
+		}
+		perObj[oid] = build(idx)
+	}
+	for i := range ops {
+		op := &ops[i]
 		if tid, ok := c.tidOf[i]; ok {
-			if j := maxBefore(op.Call, 0, true); j >= 0 && c.h.Ops[j].Tid >= tid {
+			if j := before(all, op.Call); j >= 0 && ops[j].Tid >= tid {
 				c.add(RealTime, i, "began after %s was acknowledged, yet committed at %v, not after it", Describe(c.h, j), tid)
 			}
 		}
-		if op.Kind == Read && op.Outcome == OK && op.Current {
-			if j := maxBefore(op.Call, op.Obj, false); j >= 0 && c.h.Ops[j].Tid > op.At {
+		if op.Kind == Read && op.Outcome == OK && op.Current && perObj[op.Obj] != nil {
+			if j := before(perObj[op.Obj], op.Call); j >= 0 && ops[j].Tid > op.At {
 				c.add(RealTime, i, "read as current, but misses %s, acknowledged before the read began", Describe(c.h, j))
 			}
 		}
 	}
-	// Nothing may see the future: a snapshot holding a commit of an
-	// operation invoked after the snapshot's operation returned.
+	// Committed writes by invocation time, with the minimum of their tids
+	// over every suffix.
 	var committed []int
 	for i := range c.tidOf {
 		committed = append(committed, i)
 	}
-	slices.SortFunc(committed, func(a, b int) int { return cmpInt(c.h.Ops[a].Call, c.h.Ops[b].Call) })
-	for i := range c.h.Ops {
-		op := &c.h.Ops[i]
+	slices.SortFunc(committed, func(a, b int) int { return cmpInt(ops[a].Call, ops[b].Call) })
+	calls := make([]int64, len(committed))
+	least := make([]int, len(committed))
+	for k := len(committed) - 1; k >= 0; k-- {
+		j := committed[k]
+		calls[k] = ops[j].Call
+		least[k] = j
+		if k+1 < len(committed) && c.tidOf[least[k+1]] < c.tidOf[j] {
+			least[k] = least[k+1]
+		}
+	}
+	for i := range ops {
 		if !c.readSomething(i) {
 			continue
 		}
-		for k := len(committed) - 1; k >= 0; k-- {
-			j := committed[k]
-			if c.h.Ops[j].Call <= op.Return {
-				break
-			}
-			if c.tidOf[j] <= op.At {
-				c.add(RealTime, i, "its snapshot %v holds %s, invoked after it returned", op.At, Describe(c.h, j))
-				break
-			}
+		op := &ops[i]
+		k, _ := slices.BinarySearch(calls, op.Return+1) // calls > Return
+		if k < len(committed) && c.tidOf[least[k]] <= op.At {
+			c.add(RealTime, i, "its snapshot %v holds %s, invoked after it returned", op.At, Describe(c.h, least[k]))
 		}
 	}
 }

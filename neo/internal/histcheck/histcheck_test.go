@@ -1,8 +1,11 @@
 package histcheck
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/neozodb/neo/zodb"
 )
@@ -180,6 +183,11 @@ func TestBad(t *testing.T) {
 			f[lst].Value.Tokens = L("a", "b", "c", "a")
 			return h, f
 		}, Duplicate, 6, "token a is twice in the final list", false},
+		{"duplicated token in a read", func() (*History, Final) {
+			h, f := good()
+			h.Ops[11].Value.Tokens = L("a", "b", "b", "c")
+			return h, f
+		}, Duplicate, 11, "read token b twice", false},
 		{"reordered list", func() (*History, Final) {
 			h, f := good()
 			f = withoutRevisions(f)
@@ -219,6 +227,12 @@ func TestBad(t *testing.T) {
 			f := Final{cnt: {Value: Value{Count: 1}}, cnt2: {}, lst: {}}
 			return h, f
 		}, RealTime, 0, "holds op #1", false},
+		{"read of a token that never committed", func() (*History, Final) {
+			h, f := good()
+			h.Add(app("C2", 20, 21, 35, L("a", "b", "c"), "u", Unknown, 0))
+			h.Add(readLst("C1", 22, 23, 35, L("a", "b", "c", "u")))
+			return h, f
+		}, StaleRead, 14, "read [a b c u] at 0000000000000023, but the commits up to it make [a b c]", false},
 		{"revision nobody wrote", func() (*History, Final) {
 			h, f := good()
 			o := f[cnt]
@@ -278,4 +292,39 @@ func TestBadHistory(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Fatalf("want 2 bad-history reports, got %q", msgs)
 	}
+}
+
+// A long valid history is checked quickly (no quadratic passes).
+func TestLargeHistory(t *testing.T) {
+	h := newHistory()
+	var revs []Revision
+	var list []string
+	tid := zodb.Tid(100)
+	n := int64(0)
+	for i := range 20000 {
+		call := int64(2 * i)
+		switch i % 4 {
+		case 0:
+			tid++
+			h.Add(inc("C1", call, call+1, tid-1, n, OK, tid))
+			n++
+			revs = append(revs, Revision{tid, Value{Count: n}})
+		case 1:
+			tid++
+			tok := fmt.Sprintf("t%d", i)
+			h.Add(app("C2", call, call+1, tid-1, slices.Clone(list), tok, OK, tid))
+			list = append(list, tok)
+		case 2:
+			h.Add(readCnt("C3", call, call+1, tid, n, true))
+		default:
+			h.Add(readLst("C4", call, call+1, tid, slices.Clone(list)))
+		}
+	}
+	f := Final{cnt: {Value: Value{Count: n}, Revisions: revs}, lst: {Value: Value{Tokens: list}}, cnt2: {}}
+	start := time.Now()
+	r := Check(h, f)
+	if !r.Ok() {
+		t.Fatal(r.Err())
+	}
+	t.Logf("%d operations checked in %v", len(h.Ops), time.Since(start))
 }

@@ -1,6 +1,7 @@
 package histcheck
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/neozodb/neo/zodb"
@@ -212,7 +213,9 @@ func (c *checker) checkList(oid zodb.Oid, fo *FinalObject) {
 				c.add(Lost, i, "token missing from the final list of %v", oid)
 			}
 		case Unknown:
-			if !hasTid {
+			// With every revision known, one that is in none did
+			// not commit.
+			if !hasTid && !known {
 				vague[op.Token] = true
 				if inFinal {
 					c.r.Resolved++
@@ -246,43 +249,60 @@ func (c *checker) checkList(oid zodb.Oid, fo *FinalObject) {
 	for k, i := range committed {
 		tids[k] = c.tidOf[i]
 	}
+	// The list after the first k commits is seq[:len(initial)+k].
+	initial := c.initial(fo).Tokens
+	seq := slices.Clone(initial)
+	for _, i := range committed {
+		seq = append(seq, c.h.Ops[i].Token)
+	}
 	stateUpTo := func(t zodb.Tid) []string {
 		n, _ := slices.BinarySearch(tids, t+1)
-		v := slices.Clone(c.initial(fo).Tokens)
-		for _, i := range committed[:n] {
-			v = append(v, c.h.Ops[i].Token)
-		}
-		return v
+		return seq[:len(initial)+n]
 	}
 	for _, i := range ops {
 		if !c.readSomething(i) {
 			continue
 		}
 		op := &c.h.Ops[i]
-		seen := map[string]bool{}
-		var got []string
-		dup := false
-		for _, t := range op.Value.Tokens {
-			if seen[t] {
-				c.add(Duplicate, i, "read token %s twice", t)
-				dup = true
-			}
-			seen[t] = true
-			if !vague[t] {
-				got = append(got, t)
+		got := op.Value.Tokens
+		if len(vague) > 0 {
+			got = slices.DeleteFunc(slices.Clone(got), func(t string) bool { return vague[t] })
+		}
+		var want []string
+		var at string
+		if tid, ok := c.tidOf[i]; ok {
+			want = stateUpTo(tid - 1)
+			if !slices.Equal(got, want) {
+				at = " before its tid"
 			}
 		}
-		if dup {
+		if at == "" {
+			want = stateUpTo(op.At)
+			at = fmt.Sprintf(" up to %v", op.At)
+		}
+		if slices.Equal(got, want) {
 			continue
 		}
-		if tid, ok := c.tidOf[i]; ok {
-			if want := stateUpTo(tid - 1); !slices.Equal(got, want) {
-				c.add(StaleRead, i, "read %s, but the commits before its tid make %s", formatValue(List, Value{Tokens: got}), formatValue(List, Value{Tokens: want}))
-				continue
-			}
+		if t, dup := firstDuplicate(op.Value.Tokens); dup {
+			c.add(Duplicate, i, "read token %s twice", t)
+			continue
 		}
-		if want := stateUpTo(op.At); !slices.Equal(got, want) {
+		if at == " before its tid" {
+			c.add(StaleRead, i, "read %s, but the commits before its tid make %s", formatValue(List, Value{Tokens: got}), formatValue(List, Value{Tokens: want}))
+		} else {
 			c.add(StaleRead, i, "read %s at %v, but the commits up to it make %s", formatValue(List, Value{Tokens: got}), op.At, formatValue(List, Value{Tokens: want}))
 		}
 	}
+}
+
+// firstDuplicate returns a token that is twice in v.
+func firstDuplicate(v []string) (string, bool) {
+	seen := map[string]bool{}
+	for _, t := range v {
+		if seen[t] {
+			return t, true
+		}
+		seen[t] = true
+	}
+	return "", false
 }
