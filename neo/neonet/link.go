@@ -377,6 +377,7 @@ func (c *Call) MsgID() uint32 { return c.id }
 func (l *Link) Ask(ctx context.Context, req Msg) (Msg, error) {
 	c := callPool.Get().(*Call)
 	if err := l.start(ctx, c, req); err != nil {
+		c.reset() // start may have left the link's error in c
 		callPool.Put(c)
 		return nil, err
 	}
@@ -395,6 +396,7 @@ func (l *Link) Ask(ctx context.Context, req Msg) (Msg, error) {
 func (l *Link) Start(ctx context.Context, req Msg) (*Call, error) {
 	c := callPool.Get().(*Call)
 	if err := l.start(ctx, c, req); err != nil {
+		c.reset() // start may have left the link's error in c
 		callPool.Put(c)
 		return nil, err
 	}
@@ -566,6 +568,7 @@ func (c *Call) abandon() bool {
 func (l *Link) Sync(ctx context.Context) error {
 	c := callPool.Get().(*Call)
 	if err := l.start(ctx, c, ping); err != nil {
+		c.reset()
 		callPool.Put(c)
 		return fmt.Errorf("sync: %w", err)
 	}

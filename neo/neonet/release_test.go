@@ -349,3 +349,30 @@ func TestRoundTripAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestCallReuseAfterFailedStart: a request whose link went down while it
+// was being sent must not leave that link's error to the next request made
+// with recycled memory, on another link.
+func TestCallReuseAfterFailedStart(t *testing.T) {
+	ctx := testCtx(t)
+	good, goodPeer := pair(t)
+	serve(t, goodPeer, func(r *Request) { r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 7}) })
+	for i := 0; i < 50; i++ {
+		bad, badPeer := pair(t)
+		var wg sync.WaitGroup
+		for j := 0; j < 4; j++ {
+			wg.Go(func() {
+				for k := 0; k < 8; k++ {
+					bad.Ask(ctx, &proto.AskLastTransaction{})
+				}
+			})
+		}
+		badPeer.Close()
+		wg.Wait()
+		for j := 0; j < 8; j++ {
+			if _, err := good.Ask(ctx, &proto.AskLastTransaction{}); err != nil {
+				t.Fatalf("round %d: ask on a healthy link: %v", i, err)
+			}
+		}
+	}
+}
