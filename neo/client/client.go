@@ -7,7 +7,7 @@
 // opens the cluster named <cluster> through any of its masters (host:port;
 // IPv6 hosts in brackets); with ca, cert and key the links use TLS, as
 // NEO/py's ca/cert/key options. Other query options: read_only=true,
-// compress=false.
+// compress=false, read_timeout=<duration> (see Config.ReadTimeout).
 //
 // How the parts fit:
 //
@@ -71,7 +71,17 @@ type Config struct {
 	// NoCompress sends object data as it is; by default it is
 	// zlib-compressed when that makes it smaller, as NEO/py does.
 	NoCompress bool
+
+	// ReadTimeout bounds the wait for one storage's answer to a read
+	// (and for the link to it): past it, the storage counts as failed and
+	// the next readable cell is asked, so that a storage that stopped
+	// answering without closing its links (a network partition) does not
+	// hold reads. 0: DefaultReadTimeout; negative: no bound.
+	ReadTimeout time.Duration
 }
+
+// DefaultReadTimeout is the ReadTimeout of a zero Config.
+const DefaultReadTimeout = 30 * time.Second
 
 // Client is a connection to a NEO cluster. It implements
 // zodb.IStorageDriver and zodb.IUndoer; its methods may be called from any
@@ -146,6 +156,9 @@ func New(ctx context.Context, cfg Config, opt *zodb.DriverOptions) (*Client, err
 	}
 	if opt.ReadOnly {
 		cfg.ReadOnly = true
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	// Records name the node: a logger given in cfg already does.
 	logger := cfg.Logger
@@ -232,6 +245,13 @@ func ParseURL(u *url.URL) (Config, error) {
 			return cfg, fmt.Errorf("neo: %s: %w", u.Redacted(), err)
 		}
 		cfg.TLS = tc
+	}
+	if v := q.Get("read_timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return cfg, fmt.Errorf("neo: %s: option read_timeout=%q: %w", u.Redacted(), v, err)
+		}
+		cfg.ReadTimeout = d
 	}
 	for name, ptr := range map[string]*bool{"read_only": &cfg.ReadOnly, "compress": nil} {
 		v := q.Get(name)

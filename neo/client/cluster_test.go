@@ -403,3 +403,33 @@ func TestFinishOrphan(t *testing.T) {
 		t.Errorf("load %q at %v", data, serial)
 	}
 }
+
+// TestBlackholedStorage: a storage whose answers no longer come (a
+// partition that closes nothing) holds reads only for the read timeout;
+// they go to the other replica.
+func TestBlackholedStorage(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1, Partitions: 3})
+	ctx := testCtx(t)
+	stor, err := zodb.Open(ctx, c.TestURL("C1", "read_timeout=200ms"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	oids, err := stor.NewOids(ctx, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serials := map[zodb.Oid]zodb.Tid{}
+	for _, oid := range oids {
+		serials[oid] = commit(t, stor, oid, 0, []byte("data"))
+	}
+	c.Net.Blackhole(c.StorageName(0), "C1")
+	defer c.Net.Heal(c.StorageName(0), "C1")
+	for round := range 2 {
+		for _, oid := range oids {
+			if _, serial := loadAt(t, stor, oid, zodb.TidMax); serial != serials[oid] {
+				t.Errorf("round %d: load %v: serial %v, want %v", round, oid, serial, serials[oid])
+			}
+		}
+	}
+}

@@ -241,8 +241,24 @@ func (c *Client) read(ctx context.Context, p int, req proto.Msg, check func(prot
 	for round := 0; ; round++ {
 		cells, changed := c.readCandidates(p)
 		for _, nid := range cells {
-			link, err := c.storage(ctx, nid)
-			if err != nil {
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if c.cfg.ReadTimeout > 0 {
+				actx, cancel = context.WithTimeout(ctx, c.cfg.ReadTimeout)
+			}
+			link, err := c.storage(actx, nid)
+			var m proto.Msg
+			if err == nil {
+				m, err = link.Ask(actx, req)
+			}
+			timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
+			cancel()
+			if timedOut {
+				c.log.Warn("storage did not answer in time", "storage", nid, "timeout", c.cfg.ReadTimeout)
+				c.markFailed(nid)
+				lastErr = fmt.Errorf("storage %v: no answer in %v: %w", nid, c.cfg.ReadTimeout, err)
+				continue
+			}
+			if link == nil {
 				if ctx.Err() != nil || c.closed.Load() {
 					return nil, err
 				}
@@ -250,7 +266,6 @@ func (c *Client) read(ctx context.Context, p int, req proto.Msg, check func(prot
 				lastErr = err
 				continue
 			}
-			m, err := link.Ask(ctx, req)
 			if err == nil && check != nil {
 				if err = check(m); err != nil {
 					c.log.Warn("bad answer from a storage", "storage", nid, "err", err)

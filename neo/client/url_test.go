@@ -24,6 +24,7 @@ func TestParseURL(t *testing.T) {
 		{url: "neo://db@m1:1?read_only=maybe", bad: true}, // not a boolean
 		{url: "neo://db@m1:1?ca=x", bad: true},            // TLS needs the three files
 		{url: "zeo://db@m1:1", bad: true},
+		{url: "neo://db@m1:1?read_timeout=soon", bad: true},
 	} {
 		u, err := url.Parse(tc.url)
 		if err != nil {
