@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -431,5 +432,21 @@ func TestBlackholedStorage(t *testing.T) {
 				t.Errorf("round %d: load %v: serial %v, want %v", round, oid, serial, serials[oid])
 			}
 		}
+	}
+}
+
+// TestWrongClusterName: a client naming another cluster is refused, and
+// says why.
+func TestWrongClusterName(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 1})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	stor, err := zodb.Open(ctx, "neo://other@"+c.MasterAddrs()[0], nil)
+	if err == nil {
+		stor.Close()
+		t.Fatal("client of another cluster connected")
+	}
+	if !strings.Contains(err.Error(), "cluster name") {
+		t.Errorf("error %q does not tell the cluster name was refused", err)
 	}
 }
