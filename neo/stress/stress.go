@@ -3,27 +3,38 @@
 // clients record are serializable (package histcheck).
 //
 // Run starts masters, storages (SQLite databases in a temporary directory
-// it removes), an admin node and clients, all over one faultnet.Network, so
-// that the links between any two nodes can be cut or blackholed. While the
-// clients increment counters, append tokens to lists and read them, a fault
-// loop driven by a math/rand generator seeded with Options.Seed (the schedule
-// of faults is reproducible from the seed; their timing against the clients'
-// operations is not) does, per cycle:
+// it removes), an admin node and clients, with the node packages themselves
+// (master.New, storage.New, admin.New, client.New), all over one
+// faultnet.Network, so that the links between any two nodes can be cut or
+// blackholed. Each client goroutine has its own client node and, until the
+// faults end, increments counters and appends its own tokens to lists
+// (read at the client's last tid, then Store, Vote, Finish: conflicts are
+// normal outcomes, an error at Finish an unknown one), and reads them, half
+// of the reads checked current by a vote with CheckCurrentSerial.
 //
-//   - kill a storage abruptly (links cut at once, Run stopped, database
-//     closed) and restart it on the same database;
-//   - cut or blackhole the links between random pairs of nodes
-//     (master↔storage, client↔storage, master↔master), then heal them;
-//   - with several masters, kill the primary master and restart it;
+// A fault loop driven by a math/rand generator seeded with Options.Seed (the
+// schedule of faults is reproducible from the seed; their timing against the
+// clients' operations is not) does, per cycle:
 //
-// waiting after each fault until the cluster is operational again, as the
-// admin node reports it. At the end every fault is healed, Run waits until
-// every cell is UP_TO_DATE, reads the final state with a fresh client and
-// checks the history.
+//   - kill a storage (its links cut at once so it can send nothing more, its
+//     Run stopped, its database closed without a graceful path) and, once the
+//     admin node reports it gone, restart it on the same database;
+//   - cut or blackhole (both ways or one way) the links of one or two random
+//     pairs of nodes: master↔storage, client↔storage, client↔master,
+//     storage↔storage, master↔master; hold the fault for a while, heal it;
+//   - with several masters, kill the primary master, wait until another one
+//     took over, restart it;
 //
-// The command `neo stress` maps its flags one to one to Options:
-// --cycles, --seed, --clients, --storages, --replicas, --masters (and
-// --partitions).
+// waiting after each fault until the cluster is RUNNING again with every
+// running storage RUNNING and every cell UP_TO_DATE, as the admin node
+// reports it (by state, never a fixed time). At the end every fault is
+// healed, the final state (values and every revision) is read with a fresh
+// client, the history is checked against it (histcheck.Check), and each
+// storage is read alone (the client's links to the others cut) to check that
+// every replica holds every revision.
+//
+// The command `neo stress` maps its flags one to one to Options: --cycles,
+// --seed, --clients, --storages, --replicas, --masters, --partitions.
 package stress
 
 import (
@@ -48,7 +59,7 @@ import (
 // Options describe a stress run. Zero values take the defaults.
 type Options struct {
 	Cycles     int   // fault cycles; default 3
-	Seed       int64 // seed of the fault schedule and of the clients' choices; 0: 1
+	Seed       int64 // seed of the fault schedule and of the clients' choices
 	Clients    int   // client goroutines, each with its own client node; default 3
 	Storages   int   // storage nodes; default 2
 	Replicas   int   // extra copies of each partition (0 is allowed)
@@ -79,9 +90,6 @@ func (r Result) String() string {
 func (opt *Options) setDefaults() {
 	if opt.Cycles <= 0 {
 		opt.Cycles = 3
-	}
-	if opt.Seed == 0 {
-		opt.Seed = 1
 	}
 	if opt.Clients <= 0 {
 		opt.Clients = 3
