@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,7 +60,8 @@ func neoBinary(t *testing.T) string {
 		}
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			binErr = fmt.Errorf("the go command, to build the binary under test: %w", err)
+			return
 		}
 		out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput()
 		if err != nil {
@@ -133,13 +133,28 @@ func startWithStdout(t *testing.T, name, prog string, stdout io.Writer, args ...
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(p.logPath)
+			kept := keepLog(t, name, b)
 			if len(b) > 8000 {
 				b = append([]byte("...\n"), b[len(b)-8000:]...)
 			}
-			t.Logf("--- log of %s (%s):\n%s", name, strings.Join(p.cmd.Args, " "), b)
+			t.Logf("--- log of %s (%s), whole in %s:\n%s", name, strings.Join(p.cmd.Args, " "), kept, b)
 		}
 	})
 	return p
+}
+
+// keepLog copies the log of a process of a failed test where it outlives
+// the test, and returns the path.
+func keepLog(t *testing.T, name string, b []byte) string {
+	dir := filepath.Join(os.TempDir(), "neo-process-test-logs", t.Name())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err.Error()
+	}
+	path := filepath.Join(dir, name+".log")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err.Error()
+	}
+	return path
 }
 
 // exitWithin waits for the process to end and returns its exit status.
