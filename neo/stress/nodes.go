@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	zsqlite "zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 
 	"github.com/neozodb/neo/neo/admin"
 	"github.com/neozodb/neo/neo/internal/faultnet"
@@ -57,10 +63,7 @@ type cluster struct {
 	masters  []*node
 	stors    []*node
 	admin    *node
-	// crashNote tells once that a killed storage's database had to be
-	// closed with Close (which commits deferred work) for want of a crash.
-	crashNote sync.Once
-	logf      func(format string, args ...any)
+	logf     func(format string, args ...any)
 }
 
 // freeAddrs returns n loopback addresses with free ports: the masters must
@@ -142,6 +145,38 @@ func (c *cluster) setup(dir string, opt Options) error {
 	return nil
 }
 
+// crashImage closes db as a killed process leaves it, for a backend that
+// cannot do it itself: Close would commit the work whose commit is
+// deferred (unlocked transactions, as NEO/py defers them too). The
+// database's committed state is copied (VACUUM INTO, a consistent
+// snapshot that leaves out what db has not committed), db is closed, and
+// the copy takes the database's place.
+func crashImage(path string, db *sqlite.DB) error {
+	image := path + ".crash"
+	os.Remove(image)
+	conn, err := zsqlite.OpenConn(path, zsqlite.OpenReadOnly)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("crash image of %s: %w", path, err)
+	}
+	conn.SetBusyTimeout(30 * time.Second)
+	err = sqlitex.ExecuteTransient(conn, "VACUUM INTO '"+strings.ReplaceAll(image, "'", "''")+"'", nil)
+	conn.Close()
+	if cerr := db.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("crash image of %s: %w", path, err)
+	}
+	for _, suffix := range []string{"-journal", "-wal", "-shm"} {
+		os.Remove(path + suffix)
+	}
+	if err := os.Rename(image, path); err != nil {
+		return fmt.Errorf("crash image of %s: %w", path, err)
+	}
+	return nil
+}
+
 // crasher and crasherNoErr are backends that can be closed as a killed
 // process leaves them: work not yet committed is lost.
 type (
@@ -177,10 +212,7 @@ func (c *cluster) startStorage(ctx context.Context, n *node) (runFunc, error) {
 			} else if cr, ok := any(db).(crasherNoErr); ok {
 				cr.Crash()
 			} else {
-				c.crashNote.Do(func() {
-					c.logf("note: the SQLite backend has no Crash: a killed storage's database is closed with Close, which commits its deferred work")
-				})
-				cerr = db.Close()
+				cerr = crashImage(n.dbPath, db)
 			}
 		} else {
 			cerr = db.Close()
