@@ -114,27 +114,63 @@ func (s *Storage) serveRequests(ctx context.Context, link *neonet.Link, p *peer,
 		if err != nil {
 			return
 		}
-		if err := h.handle(ctx, r); err != nil {
-			var pe *peerError
-			var perr *protocolError
-			switch {
-			case errors.As(err, &pe):
-				if pe.abort {
-					r.Abort(ctx, proto.Err(pe.code, "%s", pe.msg))
-					return
-				}
-				r.Reply(ctx, proto.Err(pe.code, "%s", pe.msg))
-			case errors.As(err, &perr):
-				s.logf(slog.LevelWarn, "protocol error", "peer", p.nid.String(), "err", perr.msg)
-				r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", perr.msg))
-				return
-			default:
-				s.logf(slog.LevelError, "request failed", "peer", p.nid.String(), "request", fmt.Sprintf("%T", r.Msg), "err", err)
-				r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", err.Error()))
-				return
-			}
+		if err := h.handle(ctx, r); err != nil && h.answerError(ctx, r, err) {
+			return
 		}
 	}
+}
+
+// answerError answers a request that failed with the Error packet NEO/py
+// sends, closing the link after the errors that do (closed true).
+func (h *linkHandler) answerError(ctx context.Context, r *neonet.Request, err error) (closed bool) {
+	s := h.s
+	var pe *peerError
+	var perr *protocolError
+	switch {
+	case errors.As(err, &pe):
+		if pe.abort {
+			r.Abort(ctx, proto.Err(pe.code, "%s", pe.msg))
+			return true
+		}
+		r.Reply(ctx, proto.Err(pe.code, "%s", pe.msg))
+		return false
+	case errors.As(err, &perr):
+		s.logf(slog.LevelWarn, "protocol error", "peer", h.peer.nid.String(), "err", perr.msg)
+		r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", perr.msg))
+	default:
+		if ctx.Err() == nil {
+			s.logf(slog.LevelError, "request failed", "peer", h.peer.nid.String(), "request", fmt.Sprintf("%T", r.Msg), "err", err)
+		}
+		r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", err.Error()))
+	}
+	return true
+}
+
+// afterLocks runs fn once blocked (called with mu held) is false: at once,
+// or later in a goroutine of the link, which meanwhile goes on (NEO/py
+// delays such requests without holding up the connection).
+func (h *linkHandler) afterLocks(ctx context.Context, r *neonet.Request, blocked func() bool, fn func() error) error {
+	s := h.s
+	s.mu.Lock()
+	b := s.tm != nil && blocked()
+	s.mu.Unlock()
+	if !b {
+		return fn()
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		s.mu.Lock()
+		err := s.waitWhile(ctx, blocked)
+		s.mu.Unlock()
+		if err == nil {
+			err = fn()
+		}
+		if err != nil {
+			h.answerError(ctx, r, err)
+		}
+	}()
+	return nil
 }
 
 // peerConn is a link with another storage, accepted or dialed, which the
@@ -495,32 +531,16 @@ func (h *linkHandler) askObject(ctx context.Context, r *neonet.Request, m *proto
 	if !locked {
 		return h.load(ctx, r, m, &h.obj)
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		s.mu.Lock()
-		err := s.waitWhile(ctx, func() bool { return s.tm.loadLock[m.Oid] != 0 })
+	return h.afterLocks(ctx, r, func() bool { return s.tm.loadLock[m.Oid] != 0 }, func() error {
+		s.viewMu.RLock()
 		ok := s.readable(s.partitionOf(uint64(m.Oid)))
-		s.mu.Unlock()
-		if err == nil && !ok {
-			err = nonReadable(m.Oid.String())
+		s.viewMu.RUnlock()
+		if !ok {
+			return nonReadable(m.Oid.String())
 		}
-		if err == nil {
-			var o backend.Object
-			err = h.load(ctx, r, m, &o)
-		}
-		var pe *peerError
-		if errors.As(err, &pe) {
-			if pe.abort {
-				r.Abort(ctx, proto.Err(pe.code, "%s", pe.msg))
-			} else {
-				r.Reply(ctx, proto.Err(pe.code, "%s", pe.msg))
-			}
-		} else if err != nil {
-			r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", err.Error()))
-		}
-	}()
-	return nil
+		var o backend.Object
+		return h.load(ctx, r, m, &o)
+	})
 }
 
 func (h *linkHandler) load(ctx context.Context, r *neonet.Request, m *proto.AskObject, o *backend.Object) error {
@@ -694,20 +714,18 @@ func (h *linkHandler) askTIDsFrom(ctx context.Context, r *neonet.Request, m *pro
 		s.mu.Unlock()
 		return nonReadable(fmt.Sprintf("partition %d", m.Partition))
 	}
-	err := s.waitWhile(ctx, func() bool { return s.tm.isLockedTid(m.MaxTid) })
 	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	maxTid := m.MaxTid
-	if b := h.backupTid(); b != zodb.InvalidTid {
-		maxTid = min(maxTid, b)
-	}
-	tids, err := s.db.TIDsFrom(ctx, m.Partition, m.MinTid, maxTid, int(m.Length))
-	if err != nil {
-		return err
-	}
-	return r.Reply(ctx, &proto.AnswerTIDsFrom{Tids: tids})
+	return h.afterLocks(ctx, r, func() bool { return s.tm.isLockedTid(m.MaxTid) }, func() error {
+		maxTid := m.MaxTid
+		if b := h.backupTid(); b != zodb.InvalidTid {
+			maxTid = min(maxTid, b)
+		}
+		tids, err := s.db.TIDsFrom(ctx, m.Partition, m.MinTid, maxTid, int(m.Length))
+		if err != nil {
+			return err
+		}
+		return r.Reply(ctx, &proto.AnswerTIDsFrom{Tids: tids})
+	})
 }
 
 func (h *linkHandler) askOIDsFrom(ctx context.Context, r *neonet.Request, m *proto.AskOIDsFrom) error {
@@ -717,20 +735,18 @@ func (h *linkHandler) askOIDsFrom(ctx context.Context, r *neonet.Request, m *pro
 		s.mu.Unlock()
 		return nonReadable(fmt.Sprintf("partition %d", m.Partition))
 	}
-	err := s.waitWhile(ctx, func() bool { return s.tm.isLockedTid(m.Tid) })
 	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	oids, next, ok, err := s.db.OIDsFrom(ctx, m.Partition, int(m.Length), m.MinOid, m.Tid)
-	if err != nil {
-		return err
-	}
-	a := &proto.AnswerOIDsFrom{NextOid: zodb.InvalidOid, Oids: oids}
-	if ok {
-		a.NextOid = next
-	}
-	return r.Reply(ctx, a)
+	return h.afterLocks(ctx, r, func() bool { return s.tm.isLockedTid(m.Tid) }, func() error {
+		oids, next, ok, err := s.db.OIDsFrom(ctx, m.Partition, int(m.Length), m.MinOid, m.Tid)
+		if err != nil {
+			return err
+		}
+		a := &proto.AnswerOIDsFrom{NextOid: zodb.InvalidOid, Oids: oids}
+		if ok {
+			a.NextOid = next
+		}
+		return r.Reply(ctx, a)
+	})
 }
 
 func (h *linkHandler) askTransactionInformation(ctx context.Context, r *neonet.Request, m *proto.AskTransactionInformation) error {
@@ -765,11 +781,14 @@ func (h *linkHandler) askObjectHistory(ctx context.Context, r *neonet.Request, m
 		s.mu.Unlock()
 		return nonReadable(m.Oid.String())
 	}
-	err := s.waitWhile(ctx, func() bool { return s.tm.loadLock[m.Oid] != 0 })
 	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
+	return h.afterLocks(ctx, r, func() bool { return s.tm.loadLock[m.Oid] != 0 }, func() error {
+		return h.history(ctx, r, m)
+	})
+}
+
+func (h *linkHandler) history(ctx context.Context, r *neonet.Request, m *proto.AskObjectHistory) error {
+	s := h.s
 	n := m.Last - m.First
 	if n > 1<<20 {
 		n = 1 << 20
@@ -789,6 +808,20 @@ func (h *linkHandler) askObjectHistory(ctx context.Context, r *neonet.Request, m
 }
 
 func (h *linkHandler) askObjectUndoSerial(ctx context.Context, r *neonet.Request, m *proto.AskObjectUndoSerial) error {
+	// a transaction between lock and unlock is committed: wait until its
+	// records are where UndoInfo looks for them
+	s := h.s
+	return h.afterLocks(ctx, r, func() bool {
+		for _, oid := range m.Oids {
+			if s.tm.loadLock[oid] != 0 {
+				return true
+			}
+		}
+		return false
+	}, func() error { return h.undoSerial(ctx, r, m) })
+}
+
+func (h *linkHandler) undoSerial(ctx context.Context, r *neonet.Request, m *proto.AskObjectUndoSerial) error {
 	s := h.s
 	type item struct {
 		oid     zodb.Oid

@@ -506,3 +506,25 @@ func TestBackupReadOnly(t *testing.T) {
 	// the link stays
 	checkObject(t, load(ctx, t, c, 1, 0x104, zodb.InvalidTid), 0x104, 0x204, "a")
 }
+
+// TestUndoSerialWaitsForUnlock: undo information about an oid of a
+// transaction between lock and unlock (committed for the cluster) waits
+// for the unlock, so that the undo sees it.
+func TestUndoSerialWaitsForUnlock(t *testing.T) {
+	ctx, _, _, ml, c := single(t)
+	commit(ctx, t, c, ml, 0x100, 0x104, nil, map[zodb.Oid]string{1: "a1"})
+	commit(ctx, t, c, ml, 0x200, 0x204, map[zodb.Oid]zodb.Tid{1: 0x104}, map[zodb.Oid]string{1: "a2"})
+	c.storeOK(ctx, 0x300, 1, 0x204, "a3")
+	c.ask(ctx, &proto.AskStoreTransaction{TTid: 0x300, Oids: []zodb.Oid{1}})
+	ml.ask(ctx, &proto.AskLockInformation{TTid: 0x300, Tid: 0x304})
+	undo := startAsk(ctx, t, c.link, &proto.AskObjectUndoSerial{TTid: 0x400, LTid: 0x305, UndoneTid: 0x204, Oids: []zodb.Oid{1}})
+	syncLink(ctx, t, c.link)
+	if !undo.pending() {
+		t.Fatalf("undo information answered before the unlock: %#v", undo.wait(ctx, t))
+	}
+	ml.notify(ctx, &proto.NotifyUnlockInformation{TTid: 0x300})
+	a := undo.wait(ctx, t).(*proto.AnswerObjectUndoSerial)
+	if len(a.Serials) != 1 || a.Serials[0] != (proto.UndoSerial{Oid: 1, CurrentSerial: 0x304, UndoSerial: 0x104, IsCurrent: false}) {
+		t.Fatalf("undo serials %+v", a.Serials)
+	}
+}
