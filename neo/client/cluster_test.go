@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -448,5 +449,55 @@ func TestWrongClusterName(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "cluster name") {
 		t.Errorf("error %q does not tell the cluster name was refused", err)
+	}
+}
+
+// TestIterateBatches: iteration goes past the batches of tids asked per
+// partition, in order, with every transaction once, and stops at tidMax.
+func TestIterateBatches(t *testing.T) {
+	const n = 250
+	c := cluster.Start(t, cluster.Options{Storages: 1, Partitions: 3})
+	stor := c.Open(t, "C1", nil)
+	ctx := testCtx(t)
+	oid, err := stor.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []zodb.Tid
+	var serial zodb.Tid
+	for i := range n {
+		serial = commit(t, stor, oid, serial, []byte{byte(i)})
+		tids = append(tids, serial)
+	}
+	for _, r := range []struct{ min, max zodb.Tid }{
+		{0, zodb.TidMax},
+		{tids[10], tids[210]},
+		{tids[99] + 1, tids[100]},
+	} {
+		var got []zodb.Tid
+		it := stor.Iterate(ctx, r.min, r.max)
+		for {
+			info, dit, err := it.NextTxn(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := dit.NextData(ctx)
+			if err != nil || d.Oid != oid || d.Tid != info.Tid {
+				t.Fatalf("txn %v: record %+v %v", info.Tid, d, err)
+			}
+			got = append(got, info.Tid)
+		}
+		var want []zodb.Tid
+		for _, tid := range tids {
+			if r.min <= tid && tid <= r.max {
+				want = append(want, tid)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("iterate %v..%v: %d transactions, want %d", r.min, r.max, len(got), len(want))
+		}
 	}
 }
