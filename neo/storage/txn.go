@@ -69,11 +69,11 @@ type delayed struct {
 }
 
 type txnManager struct {
-	s          *Storage
-	txns       map[zodb.Tid]*txn
-	storeLock  map[zodb.Oid]zodb.Tid
-	loadLock   map[zodb.Oid]zodb.Tid
-	replicatng map[uint32]bool
+	s                *Storage
+	txns             map[zodb.Tid]*txn
+	storeLock        map[zodb.Oid]zodb.Tid
+	loadLock         map[zodb.Oid]zodb.Tid
+	replicatingParts map[uint32]bool
 	// replicated: partitions whose replication finished, until their
 	// cells are readable.
 	replicated map[uint32]*replicatedState
@@ -86,13 +86,13 @@ type txnManager struct {
 
 func newTxnManager(s *Storage) *txnManager {
 	return &txnManager{
-		s:          s,
-		txns:       map[zodb.Tid]*txn{},
-		storeLock:  map[zodb.Oid]zodb.Tid{},
-		loadLock:   map[zodb.Oid]zodb.Tid{},
-		replicatng: map[uint32]bool{},
-		replicated: map[uint32]*replicatedState{},
-		released:   make(chan struct{}),
+		s:                s,
+		txns:             map[zodb.Tid]*txn{},
+		storeLock:        map[zodb.Oid]zodb.Tid{},
+		loadLock:         map[zodb.Oid]zodb.Tid{},
+		replicatingParts: map[uint32]bool{},
+		replicated:       map[uint32]*replicatedState{},
+		released:         make(chan struct{}),
 	}
 }
 
@@ -159,7 +159,7 @@ func (tm *txnManager) executeQueued() {
 func (tm *txnManager) lockObject(ctx context.Context, t *txn, serial zodb.Tid, oid zodb.Oid) (locked bool, conflict zodb.Tid, err error) {
 	conflict = zodb.InvalidTid
 	p := tm.partition(oid)
-	if tm.replicatng[p] {
+	if tm.replicatingParts[p] {
 		// Out of date: a readable cell elsewhere checks conflicts.
 		t.lockless[oid] = true
 		return false, conflict, nil
@@ -500,7 +500,7 @@ func (tm *txnManager) isLockedTid(tid zodb.Tid) bool {
 // lockless from now on.
 func (tm *txnManager) replicating(partitions []uint32) {
 	for _, p := range partitions {
-		tm.replicatng[p] = true
+		tm.replicatingParts[p] = true
 		delete(tm.replicated, p)
 	}
 }
@@ -514,7 +514,7 @@ func (tm *txnManager) readable(partitions []uint32) {
 
 // replicated tells that a partition is replicated up to tid.
 func (tm *txnManager) replicatedUpTo(ctx context.Context, p uint32, tid zodb.Tid) {
-	delete(tm.replicatng, p)
+	delete(tm.replicatingParts, p)
 	tm.replicated[p] = &replicatedState{tid: tid, notify: true}
 	tm.notifyReplicated(ctx)
 }
@@ -597,7 +597,7 @@ func (tm *txnManager) discarded(ctx context.Context, partitions []uint32) error 
 	drop := map[uint32]bool{}
 	for _, p := range partitions {
 		drop[p] = true
-		delete(tm.replicatng, p)
+		delete(tm.replicatingParts, p)
 		delete(tm.replicated, p)
 	}
 	tm.s.viewMu.Lock()
