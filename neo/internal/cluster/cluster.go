@@ -62,6 +62,12 @@ type Options struct {
 	// TLS, if not nil, is the configuration of every node's links
 	// (see neonet.TLSConfig); clients opened by Client and Open use it too.
 	TLS *tls.Config
+	// Autostart is the master's: the cluster starts by itself once this
+	// many storages wait; default Storages, negative: never (neoctl start).
+	Autostart int
+	// NoWait makes Start return once the nodes are started, without
+	// waiting for RUNNING (tests of recovery; see WaitState).
+	NoWait bool
 	// StartTimeout bounds the wait for RUNNING; default 60 s.
 	StartTimeout time.Duration
 	// LogLevel of the nodes' logs, written to the test log; default
@@ -134,6 +140,12 @@ func Start(t testing.TB, opt Options) *Cluster {
 	if opt.Partitions <= 0 {
 		opt.Partitions = 4
 	}
+	switch {
+	case opt.Autostart == 0:
+		opt.Autostart = opt.Storages
+	case opt.Autostart < 0:
+		opt.Autostart = 0
+	}
 	if opt.StartTimeout <= 0 {
 		opt.StartTimeout = 60 * time.Second
 	}
@@ -187,6 +199,9 @@ func Start(t testing.TB, opt Options) *Cluster {
 		c.admin = &node{name: name, addr: a.Addr()}
 		c.run(c.admin, func(ctx context.Context) error { return a.Run(ctx) })
 	}
+	if opt.NoWait {
+		return c
+	}
 	wctx, cancel := context.WithTimeout(ctx, opt.StartTimeout)
 	defer cancel()
 	if err := c.WaitRunning(wctx); err != nil {
@@ -232,7 +247,7 @@ func (c *Cluster) startMaster(n *node) error {
 		Bind:       n.addr,
 		Partitions: c.opt.Partitions,
 		Replicas:   c.opt.Replicas,
-		Autostart:  c.opt.Storages,
+		Autostart:  c.opt.Autostart,
 		TLS:        c.TLS,
 		Net:        c.Net.Endpoint(n.name),
 		Logger:     c.logger.With("node", n.name),

@@ -2,10 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/neozodb/neo/neo/ctl"
 	"github.com/neozodb/neo/neo/internal/cluster"
+	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -104,5 +107,27 @@ func TestMasterRestart(t *testing.T) {
 	data, serial, _, err := b.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
 	if err != nil || string(data) != "after" || serial != t2 {
 		t.Errorf("load: %q at %v: %v", data, serial, err)
+	}
+}
+
+// TestManualStart: without autostart the cluster waits in RECOVERING until
+// neoctl's "start".
+func TestManualStart(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 1, Autostart: -1, NoWait: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	// RECOVERING, with the storage known (pending).
+	err := c.WaitState(ctx, func(st proto.ClusterState, storages map[string]proto.NodeState) bool {
+		return st == proto.ClusterRecovering && len(storages) == 1
+	})
+	if err != nil {
+		t.Fatalf("waiting for RECOVERING: %v", err)
+	}
+	var out strings.Builder
+	if err := ctl.Run(ctx, c.AdminAddr(), nil, []string{"start"}, &out); err != nil {
+		t.Fatalf("neoctl start: %v %s", err, out.String())
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("after neoctl start: %v", err)
 	}
 }
