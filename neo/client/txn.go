@@ -625,7 +625,12 @@ func nonNil(b []byte) []byte {
 }
 
 func (t *txn) markFailed(nid proto.NodeID, err error) {
-	t.c.log.Warn("storage lost during a transaction", "storage", nid, "ttid", t.ttid, "err", err)
+	if errors.Is(err, errStorageDown) {
+		// Known down: its cells are skipped, as expected.
+		t.c.log.Debug("storage not running: not written", "storage", nid, "ttid", t.ttid)
+	} else {
+		t.c.log.Warn("storage lost during a transaction", "storage", nid, "ttid", t.ttid, "err", err)
+	}
 	t.mu.Lock()
 	t.failed[nid] = true
 	t.mu.Unlock()
