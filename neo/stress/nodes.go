@@ -258,7 +258,7 @@ func (c *cluster) stop(n *node, kill bool) error {
 		c.net.Isolate(n.name)
 	}
 	cancel()
-	err, _ := <-done
+	err := <-done
 	if kill {
 		c.net.Heal(n.name, faultnet.Any)
 		c.net.Heal(faultnet.Any, n.name)
