@@ -24,7 +24,7 @@ func single(t *testing.T) (context.Context, *fakeMaster, *node, *masterLink, *cl
 	n := startNode(t, fm, dbPath(t, "s1.db"), proto.NoNode)
 	ml := operational(ctx, t, fm, s1, n, []proto.NodeInfo{
 		storageEntry(s1, n.s.Addr(), proto.NodeRunning, 1),
-		clientEntry(c1, 2), clientEntry(c2, 3)},
+		clientEntry(c1, 2), clientEntry(c2, 3), storageEntry(s2, "127.0.0.1:1", proto.NodeRunning, 4)},
 		np, proto.CellInfo{NID: s1, State: proto.CellUpToDate})
 	c := dialClient(ctx, t, n.s.Addr(), c1, 2)
 	return ctx, fm, n, ml, c
