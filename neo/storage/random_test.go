@@ -119,7 +119,6 @@ func TestRandomPackets(t *testing.T) {
 	}
 }
 
-
 func send(ctx context.Context, stats map[string]int, l *neonet.Link, info proto.PacketInfo, m proto.Msg) {
 	if info.Kind == proto.KindRequest {
 		sctx, cancel := context.WithTimeout(ctx, 200e6)
