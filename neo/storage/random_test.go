@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
@@ -121,7 +122,7 @@ func TestRandomPackets(t *testing.T) {
 
 func send(ctx context.Context, stats map[string]int, l *neonet.Link, info proto.PacketInfo, m proto.Msg) {
 	if info.Kind == proto.KindRequest {
-		sctx, cancel := context.WithTimeout(ctx, 200e6)
+		sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
 		// any answer, or none (delayed), or the link closed
 		_, err := l.Ask(sctx, m)
