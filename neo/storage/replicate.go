@@ -119,7 +119,7 @@ func (r *replicator) askUnfinished(master *neonet.Link, ps []uint32) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.s.flush() // what was queued before (NotifyReady) goes first
+		r.s.flushed(ctx, master) // what was queued before (NotifyReady) goes first
 		ans, err := master.Ask(ctx, &proto.AskUnfinishedTransactions{Partitions: ps})
 		s := r.s
 		s.mu.Lock()

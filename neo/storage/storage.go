@@ -33,8 +33,9 @@
 // Node state (partition table, nodes, transactions, replication progress) is
 // guarded by one mutex, as NEO/py handles every packet under its database
 // lock. Each link has one goroutine receiving its packets in order. Packets
-// to send while the mutex is held go to an outbox that is flushed, in order,
-// once it is released. Loads only take a read lock of their own (viewMu) for
+// to send while the mutex is held go to an outbox, handed once it is released
+// to the writer goroutine of each link, which sends them in order (a peer that
+// does not read holds up its own link only). Loads only take a read lock of their own (viewMu) for
 // a short check and read the backend without the node mutex, which is held
 // during durable writes.
 //
@@ -120,9 +121,11 @@ type Storage struct {
 	repl  *replicator
 
 	// outbox holds packets decided under mu, sent by flush in order.
-	outbox []outPacket
-	sendMu sync.Mutex
-	runCtx context.Context
+	outbox  []outPacket
+	sendMu  sync.Mutex // guards writers
+	writers map[*neonet.Link]*linkWriter
+	sendWG  sync.WaitGroup // writers
+	runCtx  context.Context
 }
 
 // nodeInfo is what the master told about a node.
@@ -139,6 +142,8 @@ type outPacket struct {
 	req   *neonet.Request // non-nil: an answer to it
 	msg   proto.Msg
 	abort bool // answer, then close the link
+	// barrier, if not nil, is closed when the packets before it are sent
+	barrier chan struct{}
 }
 
 // New checks cfg and binds the listener.
@@ -186,6 +191,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		nodesChanged: make(chan struct{}),
 		links:        map[*neonet.Link]*peer{},
 		peers:        map[proto.NodeID]*peerConn{},
+		writers:      map[*neonet.Link]*linkWriter{},
 		backupTid:    zodb.InvalidTid,
 	}
 	return s, nil
@@ -208,6 +214,7 @@ func (s *Storage) Run(ctx context.Context) (err error) {
 		s.ln.Close()
 		s.closePeerLinks()
 		s.linkWG.Wait()
+		s.sendWG.Wait() // their links are all closed by now
 		if cerr := s.db.Commit(context.Background()); cerr != nil && err == nil {
 			err = fmt.Errorf("storage: final commit: %w", cerr)
 		}
@@ -358,25 +365,100 @@ func (s *Storage) unlock() {
 	s.flush()
 }
 
-// flush sends the queued packets, in the order they were queued.
+// flush hands the queued packets to the writers of their links, which
+// send them in order; a peer that does not read holds up its own link only.
 func (s *Storage) flush() {
+	s.mu.Lock()
+	out := s.outbox
+	s.outbox = nil
+	s.mu.Unlock()
+	if len(out) == 0 {
+		return
+	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	for _, p := range out {
+		s.writerOf(p.link).push(p)
+	}
+}
+
+// flushed returns once what was queued for link so far is sent (or the
+// link is down).
+func (s *Storage) flushed(ctx context.Context, link *neonet.Link) {
+	s.flush()
+	done := make(chan struct{})
+	s.sendMu.Lock()
+	s.writerOf(link).push(outPacket{link: link, barrier: done})
+	s.sendMu.Unlock()
+	select {
+	case <-done:
+	case <-link.Done():
+	case <-ctx.Done():
+	}
+}
+
+// writerOf returns the writer of link, started if needed; sendMu held.
+func (s *Storage) writerOf(link *neonet.Link) *linkWriter {
+	w := s.writers[link]
+	if w == nil {
+		w = &linkWriter{link: link, wake: make(chan struct{}, 1)}
+		s.writers[link] = w
+		s.sendWG.Add(1)
+		go func() {
+			defer s.sendWG.Done()
+			w.run(s)
+			s.sendMu.Lock()
+			delete(s.writers, link)
+			s.sendMu.Unlock()
+		}()
+	}
+	return w
+}
+
+// linkWriter sends the packets decided for one link, in order, until the
+// link is down.
+type linkWriter struct {
+	link  *neonet.Link
+	mu    sync.Mutex
+	queue []outPacket
+	wake  chan struct{}
+}
+
+func (w *linkWriter) push(p outPacket) {
+	w.mu.Lock()
+	w.queue = append(w.queue, p)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *linkWriter) run(s *Storage) {
+	ctx := s.runCtx
 	for {
-		s.mu.Lock()
-		out := s.outbox
-		s.outbox = nil
-		s.mu.Unlock()
-		if len(out) == 0 {
+		select {
+		case <-w.wake:
+		case <-w.link.Done():
+			w.mu.Lock()
+			for _, p := range w.queue {
+				if p.barrier != nil {
+					close(p.barrier)
+				}
+			}
+			w.queue = nil
+			w.mu.Unlock()
 			return
 		}
-		ctx := s.runCtx
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		for _, p := range out {
+		w.mu.Lock()
+		q := w.queue
+		w.queue = nil
+		w.mu.Unlock()
+		for _, p := range q {
 			var err error
 			switch {
+			case p.barrier != nil:
+				close(p.barrier)
 			case p.req != nil && p.abort:
 				err = p.req.Abort(ctx, p.msg)
 			case p.req != nil:
