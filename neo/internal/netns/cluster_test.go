@@ -222,18 +222,20 @@ func newCluster(t *testing.T, name string, masters, storages int, extra ...strin
 	return c
 }
 
+// masterList is the masters option of the nodes (space-separated, as
+// NEO/py's).
 func (c *cluster) masterList() string {
 	var l []string
 	for _, m := range c.masters {
 		l = append(l, addr(m, masterPort))
 	}
-	return strings.Join(l, ",")
+	return strings.Join(l, " ")
 }
 
 // url is the neo:// URL naming the given masters (all when none given).
 func (c *cluster) url(masters ...*netns.Node) string {
 	if len(masters) == 0 {
-		return "neo://" + c.name + "@" + c.masterList()
+		masters = c.masters
 	}
 	var l []string
 	for _, m := range masters {
@@ -468,6 +470,19 @@ func (c *committer) waitAcks(cl *cluster, n int, timeout time.Duration, what str
 	})
 }
 
+// waitFails waits until n more transactions than now failed.
+func (c *committer) waitFails(cl *cluster, n int, timeout time.Duration, what string) {
+	cl.t.Helper()
+	_, base := c.counts()
+	cl.waitFor(timeout, what, func() (bool, string) {
+		if done, err := c.p.exited(); done {
+			cl.t.Fatalf("committing client %s exited: %v", c.p.name, err)
+		}
+		a, f := c.counts()
+		return f >= base+n, fmt.Sprintf("%d failed (%d before), %d acknowledged", f, base, a)
+	})
+}
+
 func (c *committer) lastFail() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -569,4 +584,26 @@ func (c *cluster) log(n *netns.Node) string {
 		c.t.Fatal(err)
 	}
 	return string(b)
+}
+
+// stopStorage stops storage n with neoctl kill and waits for its process
+// to end with status 0.
+func (c *cluster) stopStorage(n *netns.Node) {
+	c.t.Helper()
+	id := c.storageID(n)
+	if _, err := c.ctl("kill", id); err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	p := c.nodes[n.Name]
+	delete(c.nodes, n.Name)
+	c.mu.Unlock()
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		c.t.Fatalf("storage %s still runs a minute after neoctl kill %s", n.Name, id)
+	}
+	if p.err != nil {
+		c.t.Fatalf("storage %s stopped by neoctl kill: %v", n.Name, p.err)
+	}
 }

@@ -104,6 +104,7 @@ func echoMain(args []string) error {
 //
 //	ack <n> <tid> <oid>=<data> ...   the transaction was acknowledged
 //	fail <n> <error>                 it failed (the next one goes on)
+//	fail 0 open: <error>             no connection to a primary master yet
 //
 // Each transaction creates two objects and updates a counter object (the
 // same one in every transaction), so that a lost or reordered commit shows
@@ -118,14 +119,24 @@ func commitMain(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	octx, cancel := context.WithTimeout(ctx, time.Minute)
-	stor, err := zodb.Open(octx, args[0], nil)
-	cancel()
-	if err != nil {
-		return err
+	out := bufio.NewWriter(os.Stdout)
+	// A master that is not (or not yet) the primary of a running cluster
+	// makes Open fail; each failure is told, and Open is tried again.
+	var stor *zodb.Storage
+	for {
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		stor, err = zodb.Open(octx, args[0], nil)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		fmt.Fprintf(out, "fail 0 open: %v\n", oneLine(err))
+		out.Flush()
 	}
 	defer stor.Close()
-	out := bufio.NewWriter(os.Stdout)
 	var counter zodb.Oid
 	var counterSerial zodb.Tid
 	reload := false

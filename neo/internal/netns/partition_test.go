@@ -32,7 +32,8 @@ func allIn(states []string, state string) bool {
 // TCP does, a commit waiting for S1's lock answer), S1's cells are
 // OUT_OF_DATE and commits go on with S2 alone. After the heal, S1 finds
 // its link to the master dead (TCP keep-alive: up to 90 s after the cut),
-// comes back, replicates what it missed, and its cells are UP_TO_DATE.
+// comes back, replicates what it missed, and its cells are UP_TO_DATE:
+// with S2 stopped, S1 alone serves every acknowledged transaction.
 func TestCutMasterStorage(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, "cutms", 1, 2, "client")
@@ -66,6 +67,9 @@ func TestCutMasterStorage(t *testing.T) {
 		t.Fatalf("%d acknowledged transactions, fewer than the %d seen before", len(acks), ackedDuringCut)
 	}
 	c.verify(client, acks)
+	// S1 alone has everything: it caught up with what it missed.
+	c.stopStorage(c.storages[1])
+	c.verify(client, acks)
 }
 
 // TestCutClientStorage: the link between the client and storage S1 is cut
@@ -75,7 +79,7 @@ func TestCutMasterStorage(t *testing.T) {
 // cells are OUT_OF_DATE until S1 (which still reaches the master) comes
 // back and replicates. Commits go on (slowed by the wait for TCP), and a
 // client reads everything from S2. After the heal every cell is
-// UP_TO_DATE again.
+// UP_TO_DATE again, and S1 alone serves everything.
 func TestCutClientStorage(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, "cutcs", 1, 2, "client")
@@ -122,6 +126,8 @@ func TestCutClientStorage(t *testing.T) {
 		}
 	}
 	c.verify(client, acks)
+	c.stopStorage(c.storages[1])
+	c.verify(client, acks)
 }
 
 // TestCutMasters: two masters; the link between them is cut both ways. The
@@ -156,10 +162,14 @@ func TestCutMasters(t *testing.T) {
 		return n > rolesBefore, "not yet in its log"
 	})
 	t.Logf("secondary in the primary role %v after the cut", time.Since(cut).Round(time.Millisecond))
+	// client2 tries that master (each failure of Open is 10 s of tries)
+	// while client1 goes on committing through the real primary.
+	w2.waitFails(c, 2, time.Minute, "client2 refused by the master cut from the primary")
 	w1.waitAcks(c, 10, time.Minute, "commits through the primary during the cut")
 	if a, _ := w2.counts(); a != 0 {
 		t.Fatalf("split brain: %d transactions acknowledged through the master cut from the primary", a)
 	}
+	t.Logf("client2 meanwhile: %s", w2.lastFail())
 
 	c.net.HealAll()
 	c.waitUpToDate("every cell UP_TO_DATE after the heal")
