@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,7 +63,8 @@ func neoBinary(t *testing.T) string {
 		}
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			binErr = fmt.Errorf("building cmd/neo needs the go command: %w", err)
+			return
 		}
 		out, err := exec.Command(goTool, "build", "-o", filepath.Join(binDir, "neo"), "github.com/neozodb/neo/cmd/neo").CombinedOutput()
 		if err != nil {

@@ -40,7 +40,8 @@ func TestCutMasterStorage(t *testing.T) {
 	c.start()
 	m, s1 := c.masters[0], c.storages[0]
 	client := c.net.Node("client")
-	s1id := c.storageID(s1)
+	nid := c.storageID(s1)
+	s1id := s1.Name + " (" + nid + ")"
 	w := startCommitter(t, "committer", client, c.url())
 	w.waitAcks(c, 5, time.Minute, "commits before the cut")
 
@@ -51,7 +52,7 @@ func TestCutMasterStorage(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return allIn(cellsOf(pt, s1id), "OUT_OF_DATE"), out
+		return allIn(cellsOf(pt, nid), "OUT_OF_DATE"), out
 	})
 	t.Logf("cells of %s OUT_OF_DATE %v after the cut", s1id, time.Since(cut).Round(time.Millisecond))
 	w.waitAcks(c, 10, time.Minute, "commits with "+s1id+" cut from the master")
@@ -86,21 +87,22 @@ func TestCutClientStorage(t *testing.T) {
 	c.start()
 	s1 := c.storages[0]
 	client := c.net.Node("client")
-	s1id := c.storageID(s1)
+	nid := c.storageID(s1)
+	s1id := s1.Name + " (" + nid + ")"
 	w := startCommitter(t, "committer", client, c.url())
 	w.waitAcks(c, 5, time.Minute, "commits before the cut")
 	_, failsBefore := w.counts()
 
 	c.net.Cut(client, s1)
 	cut := time.Now()
-	sawOutdated := false
 	c.waitFor(time.Minute, "the cells of "+s1id+" not UP_TO_DATE", func() (bool, string) {
 		pt, out, err := c.partitionTable()
 		if err != nil {
 			return false, err.Error()
 		}
-		sawOutdated = !allIn(cellsOf(pt, s1id), "UP_TO_DATE")
-		return sawOutdated, out
+		// The master can reach S1: only its disconnection of S1, on the
+		// client's FailedVote, outdates these cells.
+		return !allIn(cellsOf(pt, nid), "UP_TO_DATE"), out
 	})
 	t.Logf("cells of %s outdated %v after the cut", s1id, time.Since(cut).Round(time.Millisecond))
 	w.waitAcks(c, 3, 2*time.Minute, "commits with the client cut from "+s1id)
