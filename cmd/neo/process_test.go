@@ -95,8 +95,7 @@ type proc struct {
 // standard error goes to a log file shown when the test fails.
 func start(t *testing.T, name, prog string, args ...string) *proc {
 	t.Helper()
-	p := startWithStdout(t, name, prog, nil, args...)
-	return p
+	return startWithStdout(t, name, prog, nil, args...)
 }
 
 func startWithStdout(t *testing.T, name, prog string, stdout io.Writer, args ...string) *proc {
@@ -294,6 +293,34 @@ func allUpToDate(pt *proto.AnswerPartitionList, replicas int) (bool, string) {
 // objects is what a test committed: oid → data.
 type objects map[zodb.Oid][]byte
 
+// commitNew commits n new objects in one transaction and returns them.
+func commitNew(ctx context.Context, stor *zodb.Storage, n int, tag string) (objects, error) {
+	oids, err := stor.NewOids(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("%s: new oids: %w", tag, err)
+	}
+	txn, err := stor.Begin(ctx, zodb.TxnMeta{User: []byte("process test"), Description: []byte(tag)})
+	if err != nil {
+		return nil, fmt.Errorf("%s: begin: %w", tag, err)
+	}
+	batch := objects{}
+	for _, oid := range oids {
+		batch[oid] = []byte(fmt.Sprintf("%s object %v", tag, oid))
+		if err := txn.Store(ctx, oid, 0, batch[oid]); err != nil {
+			txn.Abort(context.Background())
+			return nil, fmt.Errorf("%s: store %v: %w", tag, oid, err)
+		}
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		txn.Abort(context.Background())
+		return nil, fmt.Errorf("%s: vote: %w", tag, err)
+	}
+	if _, err := txn.Finish(ctx); err != nil {
+		return nil, fmt.Errorf("%s: finish: %w", tag, err)
+	}
+	return batch, nil
+}
+
 // commitObjects commits n new objects in one transaction, through a client
 // of its own, and records them.
 func commitObjects(t *testing.T, url string, objs objects, n int, tag string) {
@@ -305,29 +332,9 @@ func commitObjects(t *testing.T, url string, objs objects, n int, tag string) {
 		t.Fatal(err)
 	}
 	defer stor.Close()
-	oids, err := stor.NewOids(ctx, n)
+	batch, err := commitNew(ctx, stor, n, tag)
 	if err != nil {
-		t.Fatalf("new oids: %v", err)
-	}
-	txn, err := stor.Begin(ctx, zodb.TxnMeta{User: []byte("process test"), Description: []byte(tag)})
-	if err != nil {
-		t.Fatalf("begin: %v", err)
-	}
-	batch := objects{}
-	for _, oid := range oids {
-		data := []byte(fmt.Sprintf("%s object %v", tag, oid))
-		batch[oid] = data
-		if err := txn.Store(ctx, oid, 0, data); err != nil {
-			txn.Abort(ctx)
-			t.Fatalf("store %v: %v", oid, err)
-		}
-	}
-	if _, err := txn.Vote(ctx); err != nil {
-		txn.Abort(ctx)
-		t.Fatalf("vote: %v", err)
-	}
-	if _, err := txn.Finish(ctx); err != nil {
-		t.Fatalf("finish: %v", err)
+		t.Fatal(err)
 	}
 	for oid, data := range batch {
 		objs[oid] = data
@@ -385,37 +392,16 @@ func (c *committer) run(ctx context.Context, url string) error {
 }
 
 func (c *committer) commitOne(ctx context.Context, stor *zodb.Storage, i int) error {
-	{
-		oids, err := stor.NewOids(ctx, 5)
-		if err != nil {
-			return fmt.Errorf("commit %d: new oids: %w", i, err)
-		}
-		txn, err := stor.Begin(ctx, zodb.TxnMeta{Description: []byte(fmt.Sprintf("background %d", i))})
-		if err != nil {
-			return fmt.Errorf("commit %d: begin: %w", i, err)
-		}
-		batch := objects{}
-		for _, oid := range oids {
-			batch[oid] = []byte(fmt.Sprintf("background %d object %v", i, oid))
-			if err := txn.Store(ctx, oid, 0, batch[oid]); err != nil {
-				txn.Abort(context.Background())
-				return fmt.Errorf("commit %d: store: %w", i, err)
-			}
-		}
-		if _, err := txn.Vote(ctx); err != nil {
-			txn.Abort(context.Background())
-			return fmt.Errorf("commit %d: vote: %w", i, err)
-		}
-		if _, err := txn.Finish(ctx); err != nil {
-			return fmt.Errorf("commit %d: finish: %w", i, err)
-		}
-		c.mu.Lock()
-		for oid, d := range batch {
-			c.objs[oid] = d
-		}
-		c.n++
-		c.mu.Unlock()
+	batch, err := commitNew(ctx, stor, 5, fmt.Sprintf("background %d", i))
+	if err != nil {
+		return err
 	}
+	c.mu.Lock()
+	for oid, d := range batch {
+		c.objs[oid] = d
+	}
+	c.n++
+	c.mu.Unlock()
 	return nil
 }
 
