@@ -911,3 +911,23 @@ func TestKillMaster(t *testing.T) {
 	a.stopWith(syscall.SIGTERM)
 	m.stopWith(syscall.SIGTERM)
 }
+
+// TestBenchSimple runs neo bench against neo simple with two storages
+// holding every partition twice: every figure is printed.
+func TestBenchSimple(t *testing.T) {
+	p, url, _ := simpleProc(t, "neo-simple", "--data", t.TempDir(), "--replicas", "1", "s1", "s2")
+	var out bytes.Buffer
+	b := startWithStdout(t, "neo-bench", "neo", &out, "bench", "-n", "300", "--batch", "100", "--commits", "16",
+		"--samples", "100", "--duration", "100ms", "--raw", "100", url)
+	code, err := b.exitWithin(2 * time.Minute)
+	if err != nil || code != 0 {
+		t.Fatalf("neo bench: exit %d, %v\n%s", code, err, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 13 || !strings.HasPrefix(lines[len(lines)-1], "ratio load/raw") ||
+		!strings.Contains(out.String(), "read all (iteration): 492 records") {
+		t.Errorf("neo bench printed:\n%s", out.String())
+	}
+	t.Logf("neo bench:\n%s", out.String())
+	p.stopWith(syscall.SIGTERM)
+}
