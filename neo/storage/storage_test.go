@@ -528,3 +528,20 @@ func TestUndoSerialWaitsForUnlock(t *testing.T) {
 		t.Fatalf("undo serials %+v", a.Serials)
 	}
 }
+
+// TestConfiguredNodeID: a new database proposes the configured node id;
+// the id the master gives is the one kept.
+func TestConfiguredNodeID(t *testing.T) {
+	ctx := timeout(t)
+	fm := newFakeMaster(t)
+	s5 := proto.NewNodeID(proto.Storage, 5)
+	n := startNode(t, fm, dbPath(t, "s.db"), s5)
+	ml := fm.accept(ctx, s2)
+	if ml.id.NID != s5 {
+		t.Fatalf("proposed %s, want %s", ml.id.NID, s5)
+	}
+	ml.ask(ctx, &proto.AskRecovery{})
+	if v, ok, err := n.db.Config(ctx, backend.KeyNID); err != nil || !ok || v != "2" {
+		t.Fatalf("stored nid %q %v %v, want the one given by the master", v, ok, err)
+	}
+}
