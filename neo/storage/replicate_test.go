@@ -241,3 +241,96 @@ func TestReplicationReusesAcceptedLink(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReplicationDoneWaitsForSharedLockless: an oid stored without lock
+// by two transactions during the replication of its partition keeps that
+// partition from being reported replicated until one of them is gone;
+// then the other one holds a real write lock.
+func TestReplicationDoneWaitsForSharedLockless(t *testing.T) {
+	ctx := timeout(t)
+	fm := newFakeMaster(t)
+	n := startNode(t, fm, dbPath(t, "s1.db"), proto.NoNode)
+	ml := fm.accept(ctx, s1)
+	ml.notify(ctx, &proto.NotifyNodeInformation{Timestamp: fm.nextTime(), Nodes: []proto.NodeInfo{
+		storageEntry(s1, n.s.Addr(), proto.NodeRunning, 1),
+		storageEntry(s2, "127.0.0.1:1", proto.NodeRunning, 2), clientEntry(c1, 3), clientEntry(c2, 4)}})
+	ml.notify(ctx, &proto.SendPartitionTable{PTid: proto.Some(proto.PTid(1)),
+		Rows: ptRows(np, proto.CellInfo{NID: s2, State: proto.CellUpToDate}, proto.CellInfo{NID: s1, State: proto.CellOutOfDate})})
+	ml.notify(ctx, &proto.StartOperation{})
+	expect[*proto.NotifyReady](ctx, t, ml)
+	_, askReq := expect[*proto.AskUnfinishedTransactions](ctx, t, ml)
+
+	// two transactions store oid 4 (partition 0) without lock
+	c := dialClient(ctx, t, n.s.Addr(), c1, 3)
+	for _, ttid := range []zodb.Tid{0x300, 0x400} {
+		if a := c.ask(ctx, storeReq(ttid, 4, 0x104, "mine")).(*proto.AnswerStoreObject); a.Conflict != 0 {
+			t.Fatalf("store by %s while replicating: %s, want lockless (0)", ttid, a.Conflict)
+		}
+	}
+	src := serveFakeSource(ctx, t, n.s.Addr())
+	if err := askReq.Reply(ctx, &proto.AnswerUnfinishedTransactions{MaxTid: 0x104}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < np-1; i++ {
+		m, _ := expect[*proto.NotifyReplicationDone](ctx, t, ml)
+		if m.Partition == 0 {
+			t.Fatal("partition 0 reported replicated while two transactions store oid 4 without lock")
+		}
+	}
+	c.link.Notify(ctx, &proto.AbortTransaction{TTid: 0x400})
+	if m, _ := expect[*proto.NotifyReplicationDone](ctx, t, ml); m.Partition != 0 || m.Tid != 0x104 {
+		t.Fatalf("%+v", m)
+	}
+	// 0x300 holds the lock now: a younger store waits
+	other := dialClient(ctx, t, n.s.Addr(), c2, 4)
+	waiting := startAsk(ctx, t, other.link, storeReq(0x500, 4, 0x104, "theirs"))
+	syncLink(ctx, t, other.link)
+	if !waiting.pending() {
+		t.Fatalf("store not delayed by the lock of the replicated partition: %#v", waiting.wait(ctx, t))
+	}
+	c.link.Notify(ctx, &proto.AbortTransaction{TTid: 0x300})
+	if a := waiting.wait(ctx, t).(*proto.AnswerStoreObject); a.Conflict != zodb.InvalidTid {
+		t.Fatalf("store after abort: %s", a.Conflict)
+	}
+	src.Close()
+}
+
+// serveFakeSource links with the node at addr as storage S2 and serves
+// replication: one transaction 0x104 writing oid 4 in partition 0.
+func serveFakeSource(ctx context.Context, t *testing.T, addr string) *neonet.Link {
+	t.Helper()
+	src, err := neonet.Dial(ctx, addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcAddr, _ := parseAddress("127.0.0.1:1")
+	if _, err := src.Ask(ctx, &proto.RequestIdentification{NodeType: proto.Storage, NID: s2, Address: proto.Some(srcAddr),
+		ClusterName: cluster, IDTimestamp: proto.Some(2.0), Extra: proto.Dict{}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { src.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			r, err := src.Recv(ctx)
+			if err != nil {
+				return
+			}
+			switch m := r.Msg.(type) {
+			case *proto.AskFetchTransactions:
+				if m.Partition == 0 {
+					src.Send(ctx, r.MsgID, &proto.AddTransaction{Tid: 0x104, TTid: 0x100, Oids: []zodb.Oid{4}})
+				}
+				r.Reply(ctx, &proto.AnswerFetchTransactions{NextTid: zodb.InvalidTid, CompletedPack: zodb.InvalidTid})
+			case *proto.AskFetchObjects:
+				if m.Partition == 0 {
+					src.Send(ctx, r.MsgID, &proto.AddObject{Oid: 4, Serial: 0x104, Checksum: sha1.Sum([]byte("four")),
+						Data: []byte("four"), DataSerial: zodb.InvalidTid})
+				}
+				r.Reply(ctx, &proto.AnswerFetchObjects{NextTid: zodb.InvalidTid, NextOid: zodb.InvalidOid})
+			}
+		}
+	}()
+	return src
+}
