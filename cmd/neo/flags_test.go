@@ -230,7 +230,7 @@ func TestParseSimple(t *testing.T) {
 		want string
 	}{
 		{[]string{"--replicas", "1", "s1"}, "--replicas 1 needs more than 1 storages"},
-		{[]string{"--masters", "2", "s1"}, "does not support several masters"},
+		{[]string{"--masters", "0", "s1"}, "must be positive"},
 		{[]string{"a/b"}, `bad storage name "a/b"`},
 		{[]string{"s1", "s1"}, `storage "s1" given twice`},
 		{[]string{"--bind", "h:x"}, "--bind: bad port"},

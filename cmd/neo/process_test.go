@@ -931,3 +931,91 @@ func TestBenchSimple(t *testing.T) {
 	t.Logf("neo bench:\n%s", out.String())
 	p.stopWith(syscall.SIGTERM)
 }
+
+// TestMasterFailover: two masters elect a primary; the primary is killed
+// (SIGKILL); the other takes over, the storages, the admin and a client
+// follow it, and the data is all there.
+func TestMasterFailover(t *testing.T) {
+	const cluster = "fo"
+	dir := t.TempDir()
+	mAddrs := []string{freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")}
+	masters := strings.Join(mAddrs, " ")
+	adminAddr := freeAddr(t, "127.0.0.1")
+	url := "neo://" + cluster + "@" + strings.Join(mAddrs, ",")
+	mprocs := map[string]*proc{}
+	for i, a := range mAddrs {
+		mprocs[a] = start(t, fmt.Sprintf("master%d", i+1), "neomaster", "-c", cluster, "-m", masters, "-b", a,
+			"-p", "4", "-r", "1", "-A", "2")
+	}
+	var others []*proc
+	for _, name := range []string{"s1", "s2"} {
+		others = append(others, start(t, name, "neostorage", "-c", cluster, "-m", masters, "-a", "SQLite",
+			"-d", filepath.Join(dir, name+".sqlite")))
+	}
+	others = append(others, start(t, "admin", "neoadmin", "-c", cluster, "-m", masters, "-b", adminAddr))
+	running := func(what string) {
+		t.Helper()
+		eventually(t, 2*time.Minute, what, func() (bool, string) {
+			out, err := ctlRun(t, adminAddr, "print", "cluster")
+			if err != nil {
+				return false, err.Error()
+			}
+			return strings.TrimSpace(out) == "RUNNING", out
+		})
+	}
+	// primary returns the address of the primary master.
+	primary := func() string {
+		t.Helper()
+		id, err := ctlRun(t, adminAddr, "print", "primary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := ctlRun(t, adminAddr, "print", "node")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range parseNodes(nodes) {
+			if n.id == strings.TrimSpace(id) {
+				return n.addr
+			}
+		}
+		t.Fatalf("primary %q not in:\n%s", id, nodes)
+		return ""
+	}
+	running("cluster RUNNING")
+	objs := objects{}
+	commitObjects(t, url, objs, 30, "first primary")
+	bg := startCommitter(url, true)
+	bg.waitCommits(t, 3)
+
+	first := primary()
+	mprocs[first].kill()
+	delete(mprocs, first)
+	running("cluster RUNNING with the other master")
+	if p := primary(); p == first {
+		t.Fatalf("primary still %s", p)
+	}
+	bg.waitCommits(t, bg.count()+3)
+	bg.finish(t, objs)
+	commitObjects(t, url, objs, 30, "second primary")
+	checkObjects(t, url, objs)
+	for _, p := range others {
+		p.stopWith(syscall.SIGTERM)
+	}
+	for _, m := range mprocs {
+		m.stopWith(syscall.SIGTERM)
+	}
+}
+
+// TestSimpleMasters runs neo simple with three masters: the URL lists them
+// all, and SIGTERM stops every node.
+func TestSimpleMasters(t *testing.T) {
+	p, url, _ := simpleProc(t, "neo-simple", "--masters", "3", "--data", t.TempDir(), "--replicas", "1", "s1", "s2")
+	if n := strings.Count(url, ","); n != 2 {
+		t.Fatalf("URL %q: want 3 masters", url)
+	}
+	objs := objects{}
+	commitObjects(t, url, objs, 20, "three masters")
+	checkObjects(t, url, objs)
+	p.stopWith(syscall.SIGTERM)
+}

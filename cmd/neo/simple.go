@@ -42,7 +42,7 @@ type simpleArgs struct {
 
 const simpleUsage = `[--cluster NAME] [--bind HOST:PORT] [--admin HOST:PORT] [--data DIR] [--partitions N] [--replicas N] [--masters N] [STORAGE...]
 
-Runs a whole NEO cluster in this process: a master, one storage node per
+Runs a whole NEO cluster in this process: a master (or --masters N), one storage node per
 STORAGE name (database DIR/STORAGE.sqlite; default: one storage named
 "storage"), and an admin node. A new cluster starts by itself once every
 storage is there. Once the cluster is RUNNING it prints its URL,
@@ -65,7 +65,7 @@ func parseSimple(e *env, args []string) (*simpleArgs, error) {
 	fs.StringVar(&s.data, "data", "", "directory of the storage databases (default: a temporary directory, removed at exit)")
 	fs.IntVar(&s.partitions, "partitions", master.DefaultPartitions, "number of partitions")
 	fs.IntVar(&s.replicas, "replicas", 0, "number of extra copies of each partition")
-	fs.IntVar(&s.masters, "masters", 1, "number of master nodes (only 1 for now)")
+	fs.IntVar(&s.masters, "masters", 1, "number of master nodes (they elect a primary)")
 	fs.StringVar(&s.ca, "ca", "", "TLS: certificate authority")
 	fs.StringVar(&s.cert, "cert", "", "TLS: certificate of the nodes")
 	fs.StringVar(&s.key, "key", "", "TLS: private key of the nodes")
@@ -89,11 +89,6 @@ func parseSimple(e *env, args []string) (*simpleArgs, error) {
 	}
 	if s.partitions <= 0 || s.replicas < 0 || s.masters <= 0 {
 		return nil, usagef("--partitions and --masters must be positive, --replicas not negative")
-	}
-	if s.masters > 1 {
-		// Several masters need the election of a primary, which the master
-		// does not do yet: each would act as primary on its own.
-		return nil, usagef("--masters %d: this master does not support several masters yet (no election); use 1", s.masters)
 	}
 	if len(s.storages) == 0 {
 		s.storages = []string{"storage"}
@@ -128,7 +123,13 @@ type simpleCluster struct {
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
-	errs   chan error // one value per node when it stops
+	errs   chan nodeEnd // one value per node when it stops
+}
+
+// nodeEnd is the end of a node of the cluster.
+type nodeEnd struct {
+	master bool
+	err    error
 }
 
 // URL is the cluster's address for clients (with the TLS files of the
@@ -179,20 +180,36 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 	host, _, _ := net.SplitHostPort(s.bind)
 	anyPort := net.JoinHostPort(host, "0")
 
-	m, err := master.New(ctx, master.Config{
-		Cluster:    s.cluster,
-		Bind:       s.bind,
-		Partitions: s.partitions,
-		Replicas:   s.replicas,
-		Autostart:  len(s.storages),
-		TLS:        c.tls,
-		Logger:     log,
-	})
-	if err != nil {
-		return nil, err
+	// Every master must know all masters' addresses: with more than one,
+	// their ports are picked before they start.
+	binds := []string{s.bind}
+	var masterAddrs []string
+	if s.masters > 1 {
+		if binds, err = freeAddrs(s.bind, anyPort, s.masters); err != nil {
+			return nil, err
+		}
+		masterAddrs = binds
 	}
-	c.masters = append(c.masters, m)
-	masterAddrs := []string{m.Addr()}
+	for _, b := range binds {
+		m, err := master.New(ctx, master.Config{
+			Cluster:    s.cluster,
+			Bind:       b,
+			Masters:    masterAddrs,
+			Partitions: s.partitions,
+			Replicas:   s.replicas,
+			Autostart:  len(s.storages),
+			TLS:        c.tls,
+			Logger:     log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.masters = append(c.masters, m)
+	}
+	masterAddrs = nil
+	for _, m := range c.masters {
+		masterAddrs = append(masterAddrs, m.Addr())
+	}
 	for _, name := range s.storages {
 		path := filepath.Join(c.dataDir, name+".sqlite")
 		db, err := sqlite.Open(ctx, path, sqlite.Options{Name: s.cluster})
@@ -230,7 +247,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.errs = make(chan error, len(c.masters)+len(c.storages)+1)
+	c.errs = make(chan nodeEnd, len(c.masters)+len(c.storages)+1)
 	run := func(name string, f func(context.Context) error) {
 		c.wg.Add(1)
 		go func() {
@@ -240,7 +257,7 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 				err = fmt.Errorf("%s: %w", name, err)
 			}
 			log.Info("node stopped", "which", name, "err", err)
-			c.errs <- err
+			c.errs <- nodeEnd{master: strings.HasPrefix(name, "master"), err: err}
 		}()
 	}
 	for i, m := range c.masters {
@@ -252,6 +269,30 @@ func startSimple(ctx context.Context, s *simpleArgs, log *slog.Logger) (_ *simpl
 	run("admin", c.admin.Run)
 	log.Info("cluster started", "cluster", s.cluster, "masters", masterAddrs, "admin", c.admin.Addr(), "data", c.dataDir)
 	return c, nil
+}
+
+// freeAddrs returns n addresses on the host of bind: bind itself if its
+// port is not 0, then ports free at the time.
+func freeAddrs(bind, anyPort string, n int) ([]string, error) {
+	var addrs []string
+	if _, port, _ := net.SplitHostPort(bind); port != "0" {
+		addrs = append(addrs, bind)
+	}
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for len(addrs) < n {
+		l, err := net.Listen("tcp", anyPort)
+		if err != nil {
+			return nil, fmt.Errorf("pick a port for a master: %w", err)
+		}
+		ls = append(ls, l) // held until all are picked: n different ports
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
 }
 
 // waitState polls the admin node until the cluster is in state want, a
@@ -279,8 +320,9 @@ func (c *simpleCluster) waitState(ctx context.Context, want proto.ClusterState) 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-c.errs:
-			c.errs <- err // for stop
+		case end := <-c.errs:
+			c.errs <- end // for stop
+			err := end.err
 			if err == nil {
 				err = errors.New("a node stopped")
 			}
@@ -336,40 +378,51 @@ func setClusterState(ctx context.Context, adminAddr string, tlsConf *tls.Config,
 }
 
 // stop stops the cluster: STOPPING through the admin, then, if the nodes
-// do not all end by themselves within grace, they are cancelled. It
-// returns the first error of a node.
+// do not all end by themselves within grace, they are cancelled. Secondary
+// masters do not end with the cluster (they would take over): once the
+// storages and the admin ended, they are cancelled. stop returns the first
+// error of a node.
 func (c *simpleCluster) stop(grace time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := setClusterState(ctx, c.admin.Addr(), c.tls, proto.ClusterStopping); err != nil {
-		c.log.Warn("could not set the cluster STOPPING; stopping the nodes", "err", err)
-		c.cancel()
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	cancelled := false
+	cancelNodes := func(why string, running int) {
+		if !cancelled {
+			c.log.Info(why, "running", running)
+			c.cancel()
+			cancelled = true
+			deadline.Reset(nodeStopGrace)
+		}
 	}
-	n := len(c.masters) + len(c.storages) + 1
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	err := setClusterState(ctx, c.admin.Addr(), c.tls, proto.ClusterStopping)
+	cancel()
+	mastersLeft, othersLeft := len(c.masters), len(c.storages)+1
+	if err != nil {
+		c.log.Warn("could not set the cluster STOPPING", "err", err)
+		cancelNodes("stopping the nodes", mastersLeft+othersLeft)
+	}
 	var first error
-	for i := 0; i < n; i++ {
+	for mastersLeft+othersLeft > 0 {
 		select {
-		case err := <-c.errs:
-			if err != nil && first == nil {
-				first = err
+		case end := <-c.errs:
+			if end.err != nil && first == nil {
+				first = end.err
 			}
-			continue
-		case <-ctx.Done():
-		}
-		c.log.Warn("nodes still running after STOPPING; stopping them", "running", n-i)
-		c.cancel()
-		t := time.NewTimer(nodeStopGrace)
-		for ; i < n; i++ {
-			select {
-			case err := <-c.errs:
-				if err != nil && first == nil {
-					first = err
-				}
-			case <-t.C:
-				return fmt.Errorf("%d nodes: %w within %v", n-i, errNodeStuck, nodeStopGrace)
+			if end.master {
+				mastersLeft--
+			} else {
+				othersLeft--
 			}
+			if othersLeft == 0 && mastersLeft > 0 {
+				cancelNodes("stopping the remaining masters", mastersLeft)
+			}
+		case <-deadline.C:
+			if cancelled {
+				return fmt.Errorf("%d nodes: %w within %v", mastersLeft+othersLeft, errNodeStuck, nodeStopGrace)
+			}
+			cancelNodes("nodes still running after STOPPING; stopping them", mastersLeft+othersLeft)
 		}
-		t.Stop()
 	}
 	c.cancel()
 	c.wg.Wait()
@@ -406,13 +459,13 @@ func runSimple(ctx context.Context, e *env, args []string) error {
 		log.Info("cluster running", "url", c.URL(), "admin", c.AdminAddr())
 		select {
 		case <-ctx.Done():
-		case err = <-c.errs:
+		case end := <-c.errs:
 			// A node ended: it failed, or the cluster was told to stop
 			// (neoctl set cluster STOPPING): stop the others.
-			if err == nil {
+			if err = end.err; err == nil {
 				log.Info("a node stopped by itself: stopping the cluster")
 			}
-			c.errs <- nil // stop counts every node
+			c.errs <- nodeEnd{master: end.master} // stop counts every node
 		}
 	}
 	log.Info("stopping the cluster")
