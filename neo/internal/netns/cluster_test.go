@@ -28,6 +28,7 @@ import (
 var (
 	long     = flag.Bool("netns.long", false, "also run the partition tests that wait for TCP keep-alive (about 2 min each)")
 	showLogs = flag.Bool("netns.logs", false, "show the logs of every process, also when the test passes")
+	tcpKeep  = flag.Bool("netns.tcp-defaults", false, "keep the kernel's TCP retransmission settings (a cut peer is then noticed after minutes: the tests time out)")
 )
 
 func TestMain(m *testing.M) {
@@ -207,6 +208,9 @@ func newCluster(t *testing.T, name string, masters, storages int, extra ...strin
 	names = append(names, extra...)
 	nw := netns.New(t, names...)
 	for key, value := range map[string]string{"net.ipv4.tcp_retries2": tcpRetries, "net.ipv4.tcp_syn_retries": tcpSynRetries} {
+		if *tcpKeep {
+			break
+		}
 		if err := nw.Sysctl(key, value); err != nil {
 			t.Fatal(err)
 		}
