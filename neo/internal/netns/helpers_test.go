@@ -234,6 +234,10 @@ func currentSerial(ctx context.Context, stor *zodb.Storage, oid zodb.Oid) (zodb.
 		return 0, err
 	}
 	_, serial, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: head})
+	var noObject *zodb.NoObjectError
+	if errors.As(err, &noObject) {
+		return 0, nil // the transaction creating it failed
+	}
 	return serial, err
 }
 

@@ -92,12 +92,18 @@ func Available() error {
 			availErr = fmt.Errorf("no %s command (package iproute2): %w", ipCommand, err)
 			return
 		}
+		// Creating a namespace and running a command in it (ip netns
+		// exec also mounts /sys) both need privileges a container may
+		// not have even as root.
 		name := fmt.Sprintf("%s-%d-probe", Prefix, os.Getpid())
 		if err := ip("netns", "add", name); err != nil {
 			availErr = err
 			return
 		}
-		if err := ip("netns", "del", name); err != nil {
+		if err := ip("netns", "exec", name, ipCommand, "link", "set", "lo", "up"); err != nil {
+			availErr = err
+		}
+		if err := ip("netns", "del", name); err != nil && availErr == nil {
 			availErr = err
 		}
 	})
