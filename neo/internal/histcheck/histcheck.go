@@ -276,7 +276,8 @@ func Describe(h *History, i int) string {
 	return s + ")"
 }
 
-func formatValue(k ObjKind, v Value) string {
+// FormatValue formats a value of an object of kind k for messages.
+func FormatValue(k ObjKind, v Value) string {
 	if k == List {
 		return "[" + strings.Join(v.Tokens, " ") + "]"
 	}

@@ -154,6 +154,13 @@ func TestBad(t *testing.T) {
 			f[cnt].Value.Count = 1
 			return h, f
 		}, Lost, -1, "counter 0000000000000001 is 1, but 2 increments from 0 were acknowledged: 1 lost", false},
+		{"final counter behind its revisions", func() (*History, Final) {
+			h := newHistory()
+			h.Add(inc("C1", 1, 2, 10, 0, OK, 20))
+			h.Add(inc("C2", 3, 4, 20, 1, OK, 30))
+			f := Final{cnt: {Value: Value{Count: 1}, Revisions: []Revision{{20, Value{Count: 1}}, {30, Value{Count: 2}}}}, lst: {}, cnt2: {}}
+			return h, f
+		}, Lost, 1, "wrote 2, but counter 0000000000000001 is 1 in the final state", false},
 		{"stale plain read", func() (*History, Final) {
 			h, f := good()
 			h.Ops[4].Value.Count = 2 // at 40 the counter is 3

@@ -127,6 +127,24 @@ func (c *checker) checkCounter(oid zodb.Oid, fo *FinalObject) {
 	switch {
 	case final < lo && lost == 0:
 		n := int(lo - final)
+		// In a serial history, the commits missing from the final
+		// value are the ones that wrote more than it.
+		var beyond []int
+		for _, i := range committed {
+			if c.h.Ops[i].Value.Count+1 > final {
+				beyond = append(beyond, i)
+			}
+		}
+		if pending == 0 && len(beyond) == n {
+			for _, i := range beyond {
+				if c.h.Ops[i].Outcome == OK {
+					c.add(Lost, i, "wrote %d, but counter %v is %d in the final state", c.h.Ops[i].Value.Count+1, oid, final)
+				} else if !known {
+					c.add(CountWrong, i, "wrote %d, but counter %v is %d in the final state", c.h.Ops[i].Value.Count+1, oid, final)
+				}
+			}
+			break
+		}
 		c.add(Lost, -1, "counter %v is %d, but %d increments from %d were acknowledged: %d lost", oid, final, len(committed), init, n)
 		c.r.Lost += n - 1
 	case final > hi:
@@ -170,7 +188,7 @@ func (c *checker) checkList(oid zodb.Oid, fo *FinalObject) {
 		prev := c.initial(fo).Tokens
 		for _, r := range c.revisionsAfterStart(oid, fo) {
 			if len(r.Value.Tokens) != len(prev)+1 || !slices.Equal(r.Value.Tokens[:len(prev)], prev) {
-				c.add(WrongWrite, -1, "revision of %v at %v is %s, not the previous one %s plus one token", oid, r.Tid, formatValue(List, r.Value), formatValue(List, Value{Tokens: prev}))
+				c.add(WrongWrite, -1, "revision of %v at %v is %s, not the previous one %s plus one token", oid, r.Tid, FormatValue(List, r.Value), FormatValue(List, Value{Tokens: prev}))
 				prev = r.Value.Tokens
 				continue
 			}
@@ -194,7 +212,7 @@ func (c *checker) checkList(oid zodb.Oid, fo *FinalObject) {
 			}
 		}
 		if n := len(fo.Revisions); n > 0 && !slices.Equal(fo.Revisions[n-1].Value.Tokens, final) {
-			c.add(WrongWrite, -1, "list %v: final value %s differs from its last revision %s at %v", oid, formatValue(List, fo.Value), formatValue(List, fo.Revisions[n-1].Value), fo.Revisions[n-1].Tid)
+			c.add(WrongWrite, -1, "list %v: final value %s differs from its last revision %s at %v", oid, FormatValue(List, fo.Value), FormatValue(List, fo.Revisions[n-1].Value), fo.Revisions[n-1].Tid)
 		}
 	}
 	// Tokens of unknown outcome found in the list whose tid is not known
@@ -288,9 +306,9 @@ func (c *checker) checkList(oid zodb.Oid, fo *FinalObject) {
 			continue
 		}
 		if at == " before its tid" {
-			c.add(StaleRead, i, "read %s, but the commits before its tid make %s", formatValue(List, Value{Tokens: got}), formatValue(List, Value{Tokens: want}))
+			c.add(StaleRead, i, "read %s, but the commits before its tid make %s", FormatValue(List, Value{Tokens: got}), FormatValue(List, Value{Tokens: want}))
 		} else {
-			c.add(StaleRead, i, "read %s at %v, but the commits up to it make %s", formatValue(List, Value{Tokens: got}), op.At, formatValue(List, Value{Tokens: want}))
+			c.add(StaleRead, i, "read %s at %v, but the commits up to it make %s", FormatValue(List, Value{Tokens: got}), op.At, FormatValue(List, Value{Tokens: want}))
 		}
 	}
 }
