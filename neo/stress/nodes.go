@@ -19,6 +19,7 @@ import (
 	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/master"
 	"github.com/neozodb/neo/neo/storage"
+	"github.com/neozodb/neo/neo/storage/backend"
 	"github.com/neozodb/neo/neo/storage/backend/sqlite"
 )
 
@@ -64,6 +65,9 @@ type cluster struct {
 	stors    []*node
 	admin    *node
 	logf     func(format string, args ...any)
+	// wrapBackend, if not nil, wraps each storage's backend (tests:
+	// a storage that loses writes).
+	wrapBackend func(stor string, b backend.Backend) backend.Backend
 }
 
 // freeAddrs returns n loopback addresses with free ports: the masters must
@@ -189,11 +193,15 @@ func (c *cluster) startStorage(ctx context.Context, n *node) (runFunc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
+	var b backend.Backend = db
+	if c.wrapBackend != nil {
+		b = c.wrapBackend(n.name, db)
+	}
 	s, err := storage.New(ctx, storage.Config{
 		Cluster: c.name,
 		Bind:    n.addr,
 		Masters: c.masterAddrs(),
-		Backend: db,
+		Backend: b,
 		Net:     c.net.Endpoint(n.name),
 		Logger:  c.logger.With("endpoint", n.name),
 	})

@@ -55,6 +55,7 @@ import (
 	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/internal/histcheck"
 	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/neo/storage/backend"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -126,9 +127,20 @@ type runner struct {
 	objs []zodb.Oid
 	kind map[zodb.Oid]histcheck.ObjKind
 
+	lost  map[int]bool // operations found lost
+	hooks hooks
+}
+
+// hooks let tests break what a run checks.
+type hooks struct {
 	// tamper, if not nil, changes the history or the final state before
-	// the check (tests: a lost commit must be reported).
+	// the check.
 	tamper func(*histcheck.History, histcheck.Final)
+	// wrapBackend, if not nil, wraps each storage's backend.
+	wrapBackend func(stor string, b backend.Backend) backend.Backend
+	// underLoad, if not nil, is called once the clients run, before the
+	// first fault; the faults wait for it.
+	underLoad func(ctx context.Context) error
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -141,15 +153,15 @@ func (r *runner) logf(format string, args ...any) {
 // cluster lost a commit, showed an anomaly, or could not be brought back to
 // an operational state; the Result tells what was done until then.
 func Run(ctx context.Context, opt Options) (Result, error) {
-	return run(ctx, opt, nil)
+	return run(ctx, opt, hooks{})
 }
 
-func run(ctx context.Context, opt Options, tamper func(*histcheck.History, histcheck.Final)) (res Result, err error) {
+func run(ctx context.Context, opt Options, hk hooks) (res Result, err error) {
 	opt.setDefaults()
 	if opt.Replicas < 0 || opt.Replicas >= opt.Storages {
 		return Result{}, fmt.Errorf("stress: %d replicas need at least %d storages, have %d", opt.Replicas, opt.Replicas+1, opt.Storages)
 	}
-	r := &runner{opt: opt, rng: rand.New(rand.NewSource(opt.Seed)), logs: newRing(2000), tamper: tamper}
+	r := &runner{opt: opt, rng: rand.New(rand.NewSource(opt.Seed)), logs: newRing(2000), hooks: hk}
 	began := time.Now()
 	r.logf("seed %d: %d cycles, %d clients, %d masters, %d storages, %d replicas, %d partitions",
 		opt.Seed, opt.Cycles, opt.Clients, opt.Masters, opt.Storages, opt.Replicas, opt.Partitions)
@@ -185,6 +197,8 @@ func run(ctx context.Context, opt Options, tamper func(*histcheck.History, histc
 		net:      faultnet.New(nil),
 		logger:   slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		logf:     r.logf,
+
+		wrapBackend: hk.wrapBackend,
 	}
 	if err := r.c.setup(dir, opt); err != nil {
 		return Result{}, fmt.Errorf("stress: %w", err)
@@ -220,8 +234,8 @@ func run(ctx context.Context, opt Options, tamper func(*histcheck.History, histc
 	if rerr != nil {
 		return r.res, fmt.Errorf("stress: seed %d: final state: %w", opt.Seed, errors.Join(ferr, rerr))
 	}
-	if r.tamper != nil {
-		r.tamper(&r.rec.h, final)
+	if r.hooks.tamper != nil {
+		r.hooks.tamper(&r.rec.h, final)
 	}
 	r.check(final)
 	if err := r.checkReplicas(ctx, final); err != nil {
@@ -354,7 +368,10 @@ func (r *runner) faultsUnderLoad(ctx context.Context) error {
 		}()
 	}
 	var err error
-	for n := 1; n <= r.opt.Cycles; n++ {
+	if r.hooks.underLoad != nil {
+		err = r.hooks.underLoad(ctx)
+	}
+	for n := 1; n <= r.opt.Cycles && err == nil; n++ {
 		if err = r.cycle(ctx, n); err != nil {
 			err = fmt.Errorf("cycle %d: %w", n, err)
 			break

@@ -3,11 +3,15 @@ package stress
 import (
 	"context"
 	"flag"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/neozodb/neo/neo/internal/histcheck"
+	"github.com/neozodb/neo/neo/storage/backend"
+	"github.com/neozodb/neo/zodb"
 )
 
 // The soak: go test ./neo/stress -run TestSoak -stress.cycles=N [flags].
@@ -67,7 +71,7 @@ func TestLostCommitReported(t *testing.T) {
 			return
 		}
 	}
-	res, err := run(ctx, Options{Cycles: 1, Seed: 3, Clients: 2, Storages: 2, Replicas: 1, Log: testLog{t}}, tamper)
+	res, err := run(ctx, Options{Cycles: 1, Seed: 3, Clients: 2, Storages: 2, Replicas: 1, Log: testLog{t}}, hooks{tamper: tamper})
 	t.Logf("%s", res)
 	if dropped == "" {
 		t.Fatalf("no acknowledged append to drop: %s", res)
@@ -86,6 +90,83 @@ func TestLostCommitReported(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no detail names %s: %q", dropped, res.Details)
+	}
+}
+
+// droppingBackend loses the write of one transaction: at its unlock, its
+// data is thrown away instead of committed, while the node goes on as if
+// it had been.
+type droppingBackend struct {
+	backend.Backend
+	*dropCount
+}
+
+// dropCount counts the unlocks of a storage across its restarts.
+type dropCount struct {
+	mu      sync.Mutex
+	unlocks int
+	dropAt  int // which unlock to drop (1: the first)
+	dropped zodb.Tid
+	done    chan struct{} // closed once dropped
+}
+
+func (b droppingBackend) Unlock(ctx context.Context, ttid, tid zodb.Tid) error {
+	b.mu.Lock()
+	b.unlocks++
+	drop := b.unlocks == b.dropAt
+	if drop {
+		b.dropped = tid
+		close(b.done)
+	}
+	b.mu.Unlock()
+	if drop {
+		return b.Backend.Abort(ctx, ttid)
+	}
+	return b.Backend.Unlock(ctx, ttid, tid)
+}
+
+// A storage that drops an acknowledged write: the checks find it. Seed 9
+// kills S2 in its only cycle, so that S1 is not restarted (replication
+// would repair it: a restarted storage catches up from the others).
+func TestStorageDropsWrite(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dropper := &dropCount{dropAt: 5, done: make(chan struct{})} // the 1st is the objects' creation
+	wrap := func(stor string, b backend.Backend) backend.Backend {
+		if stor != "S1" {
+			return b
+		}
+		return droppingBackend{Backend: b, dropCount: dropper}
+	}
+	dropped := func(ctx context.Context) error {
+		select {
+		case <-dropper.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var log strings.Builder
+	res, err := run(ctx, Options{Cycles: 1, Seed: 9, Clients: 3, Storages: 2, Replicas: 1, Log: io.MultiWriter(testLog{t}, &log)},
+		hooks{wrapBackend: wrap, underLoad: dropped})
+	t.Logf("%s", res)
+	if !strings.Contains(log.String(), "cycle 1: kill S2") {
+		t.Fatalf("the schedule of seed 9 changed: S1 is killed (and repaired)")
+	}
+	dropper.mu.Lock()
+	tid := dropper.dropped
+	dropper.mu.Unlock()
+	if err == nil || res.Lost != 1 {
+		t.Fatalf("the write of %v dropped by S1 is not reported as one lost commit: %s, %v", tid, res, err)
+	}
+	found := false
+	for _, d := range res.Details {
+		if strings.Contains(d, "lost commit") && strings.Contains(d, tid.String()) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no detail names the lost revision %v: %q", tid, res.Details)
 	}
 }
 
