@@ -85,6 +85,9 @@ type Network struct {
 	faults  map[direction]fault
 	conns   map[*conn]struct{}
 	changed chan struct{} // closed and replaced at every change of faults
+
+	wmu     sync.Mutex // packet watches (watch.go)
+	watches []*Trigger
 }
 
 // New returns a Network whose connections are made by inner (nil: TCP).
@@ -322,6 +325,8 @@ type conn struct {
 	pumpDone chan struct{} // closed when the pump ends
 	closed   chan struct{} // closed when Close is done
 	closeErr error
+
+	tap tap // packet framing, for packet watches (watch.go)
 }
 
 func newConn(n *Network, raw net.Conn, local string) *conn {
@@ -393,7 +398,10 @@ type chunk struct {
 // queued. Otherwise p is queued, as the kernel's socket buffer would hold
 // it, and Write returns: the connection's pump passes it on when the faults
 // allow (after the delay, once a blackhole is healed), in order.
-func (c *conn) Write(p []byte) (int, error) {
+func (c *conn) Write(p []byte) (int, error) { return c.tapWrite(p) }
+
+// write is Write once packet watches have run.
+func (c *conn) write(p []byte) (int, error) {
 	remote, err := c.peer()
 	if err != nil {
 		return 0, err
