@@ -335,6 +335,14 @@ func verifyMain(args []string) error {
 				a.n, a.tid, o.oid, at, data, serial, o.data, a.tid))
 		}
 	}
+	// One client commits one transaction after the other: their tids
+	// increase.
+	for i := 1; i < len(acks); i++ {
+		if acks[i].n > acks[i-1].n && acks[i].tid <= acks[i-1].tid {
+			bad = append(bad, fmt.Sprintf("transaction %d got tid %s, not after %s of transaction %d",
+				acks[i].n, acks[i].tid, acks[i-1].tid, acks[i-1].n))
+		}
+	}
 	for _, a := range acks {
 		if a.tid > head {
 			bad = append(bad, fmt.Sprintf("transaction %d: tid %s after the last tid %s", a.n, a.tid, head))
@@ -345,6 +353,21 @@ func verifyMain(args []string) error {
 			if i < len(a.objs)-1 {
 				check(a, o, head)
 			}
+		}
+	}
+	// The counter at the head is the last acknowledged transaction's
+	// value, or that of a later one whose outcome the client did not learn.
+	if n := len(acks); n > 0 && len(acks[n-1].objs) > 0 {
+		last := acks[n-1]
+		counter := last.objs[len(last.objs)-1]
+		data, serial, _, err := stor.Load(ctx, zodb.Xid{Oid: counter.oid, At: head})
+		var at int
+		switch _, perr := fmt.Sscanf(string(data), "counter.%d", &at); {
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("counter %s at the head: %v", counter.oid, err))
+		case perr != nil || serial < last.tid || at < last.n:
+			bad = append(bad, fmt.Sprintf("counter %s at the head: %q serial %s, want transaction %d (%s) or later",
+				counter.oid, data, serial, last.n, last.tid))
 		}
 	}
 	if len(bad) > 0 {
