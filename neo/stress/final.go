@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/neozodb/neo/neo/client"
-	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/internal/histcheck"
 	"github.com/neozodb/neo/neo/pt"
 	"github.com/neozodb/neo/zodb"
@@ -227,7 +226,9 @@ func (r *runner) checkReplicas(ctx context.Context, final histcheck.Final) error
 			defer cl.Close()
 			return r.readChains(ctx, cl, objs)
 		}()
-		r.c.net.Heal(name, faultnet.Any)
+		for _, o := range r.c.stors {
+			r.c.net.Heal(name, o.name)
+		}
 		if err != nil {
 			return fmt.Errorf("replica check of %s: %w", s.name, err)
 		}
