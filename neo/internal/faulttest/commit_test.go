@@ -1,0 +1,105 @@
+package faulttest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/zodb"
+)
+
+// TestStorageLostInCommit loses S1 of two replicas in each phase of a
+// commit. As in NEO/py, S2 still holds every partition readable, so the
+// commit goes on without S1 and is acknowledged; S1 becomes DOWN with its
+// cells OUT_OF_DATE, and once back it catches up, UP_TO_DATE, with the
+// same data as S2.
+func TestStorageLostInCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		from, to string
+		code     uint16
+		nth      int
+	}{
+		// After some stores reached S1, before its vote.
+		{"BeforeVote", "C1", "S1", proto.CodeAskStoreObject, 2},
+		// S1 voted; the master is about to ask it to lock.
+		{"AfterVoteBeforeLock", "M1", "S1", proto.CodeAskLockInformation, 1},
+		// S1 locked the transaction (durably); the master is about to
+		// tell it to unlock: the client may already have its answer.
+		{"DuringFinish", "M1", "S1", proto.CodeNotifyUnlockInformation, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := start(t, opts{storages: 2, replicas: 1})
+			cl := c.client("C1")
+			w := newWorkload(t, cl, 4)
+			w.commitN(t, cl, 3)
+
+			trig := c.strike(tc.from, tc.to, tc.code, tc.nth, "S1")
+			res := make(chan error, 1)
+			go func() {
+				_, err := w.commit(context.Background(), cl)
+				res <- err
+			}()
+			waitFired(t, trig, "the packet")
+			c.kill(c.storages[0])
+			if err := <-res; err != nil {
+				t.Errorf("commit with S1 lost %s: %v (NEO/py commits on S2)", tc.name, err)
+			}
+			c.waitOutdated("S1")
+			w.commitN(t, cl, 2) // S1 misses these
+			c.restartStorage(0)
+			c.waitRunning()
+			c.waitUpToDate()
+			w.commitN(t, cl, 1)
+			w.verify(t, c)
+			compareDatabases(t, c)
+		})
+	}
+}
+
+// TestStorageLostReplicating loses S1 while it catches up (its cells
+// OUT_OF_DATE, fetching from S2) with commits going on; then S1 comes
+// back again and finishes catching up.
+func TestStorageLostReplicating(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl := c.client("C1")
+	w := newWorkload(t, cl, 4)
+	w.commitN(t, cl, 2)
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	w.commitN(t, cl, 20)
+
+	// Commits go on in the background.
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var errs []error
+	var n int
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if _, err := w.commit(ctx, cl); err != nil && ctx.Err() == nil {
+				errs = append(errs, err)
+			}
+			n++
+		}
+	}()
+	trig := c.strike("S1", "S2", proto.CodeAskFetchObjects, 1, "S1")
+	c.restartStorage(0)
+	waitFired(t, trig, "S1 fetching objects from S2")
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	c.restartStorage(0)
+	c.waitRunning()
+	c.waitUpToDate()
+	stop()
+	<-done
+	for _, err := range errs {
+		t.Errorf("background commit: %v", err)
+	}
+	t.Logf("%d background commits", n)
+	w.commitN(t, cl, 1)
+	w.verify(t, c)
+	compareDatabases(t, c)
+}
+
+var _ zodb.Tid
