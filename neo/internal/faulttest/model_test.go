@@ -246,7 +246,7 @@ func (w *workload) readReplica(t *testing.T, c *tcluster, name string) history {
 // verify checks, on every running storage alone, that every acknowledged
 // commit is there and that no transaction is there in part, and that the
 // replicas hold the same transactions.
-func (w *workload) verify(t *testing.T, c *tcluster) {
+func (w *workload) verify(t *testing.T, c *tcluster) history {
 	t.Helper()
 	w.mu.Lock()
 	acked := maps.Clone(w.acked)
@@ -282,6 +282,17 @@ func (w *workload) verify(t *testing.T, c *tcluster) {
 		t.Errorf("no storage running to verify")
 	}
 	t.Logf("verified: %d acknowledged commits, %d transactions on each replica", len(acked), len(first))
+	return first
+}
+
+// tidOf returns the tid under which txn seq is in h.
+func (h history) tidOf(seq int) (zodb.Tid, bool) {
+	for tid, s := range h {
+		if s == seq {
+			return tid, true
+		}
+	}
+	return 0, false
 }
 
 // compareDatabases stops every node and compares the storages' databases:
@@ -348,6 +359,18 @@ func compareDatabases(t *testing.T, c *tcluster) {
 			if !slices.Equal(cs[p].objs, ref[p].objs) {
 				t.Errorf("partition %d: %s has records %v, %s %v", p, n.name, cs[p].objs, c.storages[0].name, ref[p].objs)
 			}
+		}
+	}
+}
+
+// commitRetry commits, reading the serials again after a conflict (the
+// committer raced with a transaction whose outcome it did not know).
+func (w *workload) commitRetry(ctx context.Context, cl *client.Client) (zodb.Tid, error) {
+	for i := 0; ; i++ {
+		tid, err := w.commit(ctx, cl)
+		var conflict *zodb.ConflictError
+		if err == nil || !errors.As(err, &conflict) || i == 5 {
+			return tid, err
 		}
 	}
 }
