@@ -513,3 +513,31 @@ func (c *tcluster) storageIndex(name string) int {
 	c.t.Fatalf("no storage %s", name)
 	return -1
 }
+
+// watchOutdated records whether the master told the admin that a cell of
+// nid became OUT_OF_DATE.
+func (c *tcluster) watchOutdated(nid proto.NodeID) *faultnet.Trigger {
+	return c.net.OnPacket("M1", "A1", proto.CodeNotifyPartitionChanges, func(p faultnet.Packet) bool {
+		m, err := p.Decode()
+		if err != nil {
+			return false
+		}
+		for _, ch := range m.(*proto.NotifyPartitionChanges).Changes {
+			if ch.NID == nid && ch.State == proto.CellOutOfDate {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// cutBoth cuts the link between two endpoints both ways; healBoth heals it.
+func (c *tcluster) cutBoth(a, b string) {
+	c.net.Cut(a, b)
+	c.net.Cut(b, a)
+}
+
+func (c *tcluster) healBoth(a, b string) {
+	c.net.Heal(a, b)
+	c.net.Heal(b, a)
+}
