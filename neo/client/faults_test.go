@@ -17,7 +17,7 @@ import (
 // storages are cut and healed at random. No increment is lost or counted
 // twice, and every client sees the commits in tid order.
 func TestCountersUnderFaults(t *testing.T) {
-	const clients, increments = 3, 25
+	const clients, increments = 3, 15
 	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1, Partitions: 3})
 	ctx := testCtx(t)
 	var stors []*zodb.Storage

@@ -98,6 +98,11 @@ func (c *Client) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, error
 		return nil, c.opError("begin", nil, zodb.ErrClosed)
 	}
 	release := func() { <-c.commitSem }
+	if meta.Status != 0 && meta.Status != zodb.TxnComplete {
+		// NEO's AskStoreTransaction has no status: the transaction is
+		// recorded as complete.
+		c.log.Warn("transaction status not recorded by NEO", "status", string(rune(meta.Status)))
+	}
 	want := zodb.InvalidTid
 	if meta.Tid != 0 {
 		// The master would refuse it, closing the connection.
