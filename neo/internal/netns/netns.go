@@ -20,6 +20,17 @@
 // test ends, after the processes still inside them are killed, whether it
 // passed or not. Namespaces of an earlier run whose process is gone (a test
 // binary killed before its cleanup) are removed by the next New.
+//
+// The tests of this package use it for network partitions in a NEO cluster
+// of processes (the neo binary, and clients run by the test binary), as
+// root:
+//
+//	go test ./neo/internal/netns                          # about 75 s
+//	go test ./neo/internal/netns -args -netns.long        # + master election, about 4 min
+//	go test ./neo/internal/netns -args -netns.logs        # show every process's log
+//
+// Without root, without ip, or where namespaces cannot be created, they
+// are skipped, saying so.
 package netns
 
 import (

@@ -36,7 +36,21 @@ func allIn(states []string, state string) bool {
 // with S2 stopped, S1 alone serves every acknowledged transaction.
 func TestCutMasterStorage(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, "cutms", 1, 2, "client")
+	testMasterStorage(t, "cutms", false)
+}
+
+// TestCutStorageToMaster: as TestCutMasterStorage, but only the packets
+// from S1 to the master are dropped (an asymmetric partition): the master
+// still reaches S1, yet gets no answer nor acknowledgement. Both sides
+// have unacknowledged data, so S1 too notices at once, and it keeps trying
+// to come back; after the heal it does without waiting for keep-alive.
+func TestCutStorageToMaster(t *testing.T) {
+	t.Parallel()
+	testMasterStorage(t, "cutsm", true)
+}
+
+func testMasterStorage(t *testing.T, name string, oneWay bool) {
+	c := newCluster(t, name, 1, 2, "client")
 	c.start()
 	m, s1 := c.masters[0], c.storages[0]
 	client := c.net.Node("client")
@@ -45,7 +59,11 @@ func TestCutMasterStorage(t *testing.T) {
 	w := startCommitter(t, "committer", client, c.url())
 	w.waitAcks(c, 5, time.Minute, "commits before the cut")
 
-	c.net.Cut(m, s1)
+	if oneWay {
+		c.net.CutOneWay(s1, m)
+	} else {
+		c.net.Cut(m, s1)
+	}
 	cut := time.Now()
 	c.waitFor(time.Minute, "the cells of "+s1id+" OUT_OF_DATE", func() (bool, string) {
 		pt, out, err := c.partitionTable()
@@ -58,7 +76,7 @@ func TestCutMasterStorage(t *testing.T) {
 	w.waitAcks(c, 10, time.Minute, "commits with "+s1id+" cut from the master")
 	ackedDuringCut, _ := w.counts()
 
-	c.net.Heal(m, s1)
+	c.net.HealAll()
 	healed := time.Now()
 	c.waitUpToDate("every cell UP_TO_DATE after the heal")
 	t.Logf("every cell UP_TO_DATE %v after the heal", time.Since(healed).Round(time.Millisecond))
