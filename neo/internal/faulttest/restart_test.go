@@ -121,7 +121,7 @@ var crashPoints = []struct {
 }{
 	{"C1", "S1", proto.CodeAskStoreObject},
 	{"C1", "S2", proto.CodeAskStoreTransaction},
-	{"C1", "S1", proto.CodeAskVoteTransaction},
+	{"C1", "S1", proto.CodeAskStoreTransaction},
 	{"C1", "M1", proto.CodeAskFinishTransaction},
 	{"M1", "S1", proto.CodeAskLockInformation},
 	{"M1", "S2", proto.CodeAskLockInformation},
