@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/neozodb/neo/neo/client"
 	"github.com/neozodb/neo/neo/internal/histcheck"
@@ -122,8 +123,10 @@ func (r *runner) check(final histcheck.Final) {
 	h := &r.rec.h
 	rep := histcheck.Check(h, final)
 	var ops, reads, current, conflicts, failed int
+	var longest int64
 	for _, op := range h.Ops {
 		ops++
+		longest = max(longest, op.Return-op.Call)
 		switch {
 		case op.Kind == histcheck.Read && op.Outcome == histcheck.OK:
 			reads++
@@ -140,8 +143,8 @@ func (r *runner) check(final histcheck.Final) {
 	}
 	bad := slices.Clone(r.rec.bad)
 	r.rec.mu.Unlock()
-	r.logf("history: %d operations: %d commits acknowledged, %d of unknown outcome (%d found committed), %d conflicts, %d other failures, %d reads (%d checked current)",
-		ops, rep.Acked, rep.Unknown, rep.Resolved, conflicts, failed, reads, current)
+	r.logf("history: %d operations: %d commits acknowledged, %d of unknown outcome (%d found committed), %d conflicts, %d other failures, %d reads (%d checked current); longest operation %v",
+		ops, rep.Acked, rep.Unknown, rep.Resolved, conflicts, failed, reads, current, time.Duration(longest).Round(time.Millisecond))
 	r.res.Acked = rep.Acked
 	// Lost commits are counted once each, whichever check finds them.
 	named := 0
