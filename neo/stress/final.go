@@ -122,7 +122,7 @@ func (r *runner) check(final histcheck.Final) {
 	r.rec.mu.Lock()
 	h := &r.rec.h
 	rep := histcheck.Check(h, final)
-	var ops, reads, current, conflicts, failed int
+	var ops, reads, current, conflicts, failed, timeouts int
 	var longest int64
 	for _, op := range h.Ops {
 		ops++
@@ -138,13 +138,16 @@ func (r *runner) check(final histcheck.Final) {
 				conflicts++
 			} else {
 				failed++
+				if strings.Contains(op.Err, "deadline exceeded") {
+					timeouts++
+				}
 			}
 		}
 	}
 	bad := slices.Clone(r.rec.bad)
 	r.rec.mu.Unlock()
-	r.logf("history: %d operations: %d commits acknowledged, %d of unknown outcome (%d found committed), %d conflicts, %d other failures, %d reads (%d checked current); longest operation %v",
-		ops, rep.Acked, rep.Unknown, rep.Resolved, conflicts, failed, reads, current, time.Duration(longest).Round(time.Millisecond))
+	r.logf("history: %d operations: %d commits acknowledged, %d of unknown outcome (%d found committed), %d conflicts, %d other failures (%d timeouts), %d reads (%d checked current); longest operation %v",
+		ops, rep.Acked, rep.Unknown, rep.Resolved, conflicts, failed, timeouts, reads, current, time.Duration(longest).Round(time.Millisecond))
 	r.res.Acked = rep.Acked
 	// Lost commits are counted once each, whichever check finds them.
 	named := 0
