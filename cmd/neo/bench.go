@@ -249,12 +249,10 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 	// Commits from several clients at once, each of one new object.
 	const committers = 8
 	each := max(1, b.commits/committers)
-	t0 = time.Now()
-	plat, err := parallelCommits(ctx, open, committers, each, payload)
+	plat, d, err := parallelCommits(ctx, open, committers, each, payload)
 	if err != nil {
 		return err
 	}
-	d = time.Since(t0)
 	fmt.Fprintf(w, "commit 1 new object of %d B, %d parallel clients: %v, %.0f transactions/s\n",
 		b.size, committers, plat, float64(committers*each)/d.Seconds())
 
@@ -344,8 +342,9 @@ func commit(ctx context.Context, stor *zodb.Storage, objs map[zodb.Oid][]byte, s
 }
 
 // parallelCommits runs nc clients committing n transactions each, of one
-// new object, and returns the latencies of all commits.
-func parallelCommits(ctx context.Context, open func() (*zodb.Storage, error), nc, n int, payload func() []byte) (latencies, error) {
+// new object, and returns the latencies of all commits and the time they
+// took together (the clients connected first).
+func parallelCommits(ctx context.Context, open func() (*zodb.Storage, error), nc, n int, payload func() []byte) (latencies, time.Duration, error) {
 	stors := make([]*zodb.Storage, nc)
 	defer func() {
 		for _, s := range stors {
@@ -357,7 +356,7 @@ func parallelCommits(ctx context.Context, open func() (*zodb.Storage, error), nc
 	for i := range stors {
 		s, err := open()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		stors[i] = s
 	}
@@ -368,6 +367,7 @@ func parallelCommits(ctx context.Context, open func() (*zodb.Storage, error), nc
 	lats := make([]latencies, nc)
 	errs := make([]error, nc)
 	var wg sync.WaitGroup
+	t0 := time.Now()
 	for i, s := range stors {
 		wg.Add(1)
 		go func() {
@@ -387,14 +387,15 @@ func parallelCommits(ctx context.Context, open func() (*zodb.Storage, error), nc
 		}()
 	}
 	wg.Wait()
+	d := time.Since(t0)
 	var all latencies
 	for i := range nc {
 		if errs[i] != nil {
-			return nil, errs[i]
+			return nil, 0, errs[i]
 		}
 		all = append(all, lats[i]...)
 	}
-	return all, nil
+	return all, d, nil
 }
 
 // parallelLoads runs nc clients loading distinct objects for b.duration
