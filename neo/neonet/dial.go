@@ -147,6 +147,7 @@ func (d *Dialer) Dial(ctx context.Context, addr string) (*Link, error) {
 func setNoDelay(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true) // Go's default already; NEO/py sets it explicitly
+		setUserTimeout(tc)
 	}
 }
 

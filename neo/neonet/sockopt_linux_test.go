@@ -4,6 +4,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Both ends of a link get NEO/py's socket options.
@@ -24,6 +25,7 @@ func TestSocketOptions(t *testing.T) {
 			{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 10},
 			{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 3},
 			{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+			{"TCP_USER_TIMEOUT", syscall.IPPROTO_TCP, 0x12, int(userTimeout / time.Millisecond)},
 		} {
 			var v int
 			var gerr error

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package neonet
+
+import "net"
+
+func setUserTimeout(c *net.TCPConn) {}
