@@ -207,6 +207,12 @@ func (c *tcluster) restartStorage(i int) {
 }
 
 func (c *tcluster) closeAll() {
+	c.stopAll()
+	c.logOn.Store(false)
+}
+
+// stopAll stops every node that runs.
+func (c *tcluster) stopAll() {
 	c.net.HealAll()
 	all := append(append([]*tnode{}, c.storages...), c.admin, c.master)
 	for _, n := range all {
@@ -219,7 +225,32 @@ func (c *tcluster) closeAll() {
 			<-n.done
 		}
 	}
-	c.logOn.Store(false)
+}
+
+// stopCluster stops the cluster as neoctl does, and waits until every
+// node's Run returned.
+func (c *tcluster) stopCluster() {
+	c.t.Helper()
+	defer c.stopAll()
+	if out, err := c.ctl("set", "cluster", "STOPPING"); err != nil {
+		c.t.Errorf("set cluster STOPPING: %v %s", err, out)
+		return
+	}
+	deadline := time.After(waitTimeout)
+	for _, n := range append(append([]*tnode{c.master}, c.storages...), c.admin) {
+		if n.done == nil {
+			continue
+		}
+		select {
+		case <-n.done:
+			if n.err != nil {
+				c.t.Errorf("%s: Run after STOPPING: %v", n.name, n.err)
+			}
+		case <-deadline:
+			c.t.Errorf("%s still running %v after STOPPING", n.name, waitTimeout)
+			return
+		}
+	}
 }
 
 // client opens a client named name on the cluster's network.

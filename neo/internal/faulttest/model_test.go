@@ -295,12 +295,12 @@ func (h history) tidOf(seq int) (zodb.Tid, bool) {
 	return 0, false
 }
 
-// compareDatabases stops every node and compares the storages' databases:
-// same transactions and records in every partition, no locked
-// transaction left unfinished.
+// compareDatabases stops the cluster (neoctl set cluster STOPPING) and
+// compares the storages' databases: same transactions and records in every
+// partition, no locked transaction left unfinished.
 func compareDatabases(t *testing.T, c *tcluster) {
 	t.Helper()
-	c.closeAll()
+	c.stopCluster()
 	ctx := t.Context()
 	type content struct {
 		tids []zodb.Tid

@@ -73,19 +73,9 @@ func TestStopRestart(t *testing.T) {
 	w.commitN(t, cl, 5)
 	cl.Close()
 
-	if out, err := c.ctl("set", "cluster", "STOPPING"); err != nil {
-		t.Fatalf("set cluster STOPPING: %v %s", err, out)
-	}
-	deadline := time.After(waitTimeout)
-	for _, n := range c.allNodes() {
-		select {
-		case <-n.done:
-			if n.err != nil {
-				t.Errorf("%s: Run after STOPPING: %v", n.name, n.err)
-			}
-		case <-deadline:
-			t.Fatalf("%s still running %v after STOPPING", n.name, waitTimeout)
-		}
+	c.stopCluster()
+	if t.Failed() {
+		t.FailNow()
 	}
 
 	states := c.watchClusterStates()
