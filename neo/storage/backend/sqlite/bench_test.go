@@ -51,9 +51,24 @@ func BenchmarkLoad(b *testing.B) {
 // Vote and Lock (each a durable commit, synchronous=FULL as SQLite and
 // NEO/py default to), Unlock (commit deferred, as NEO/py does).
 func BenchmarkCommit(b *testing.B) {
-	for _, n := range []int{1, 10} {
-		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
+	for _, journal := range []string{"", "delete", "wal"} {
+		for _, n := range []int{1, 10} {
+			name := fmt.Sprintf("objects=%d", n)
+			if journal != "" {
+				name = "journal=" + journal + "/" + name
+			}
+			b.Run(name, func(b *testing.B) { benchCommit(b, journal, n) })
+		}
+	}
+}
+
+func benchCommit(b *testing.B, journal string, n int) {
+	{
+		{
 			path := filepath.Join(b.TempDir(), "bench.sqlite")
+			if journal != "" {
+				path = "file:" + path + "?journal_mode=" + journal
+			}
 			db := openTest(b, path)
 			defer db.Close()
 			must(b, db.SetConfig(ctx, backend.KeyNID, "1", true))
@@ -83,6 +98,6 @@ func BenchmarkCommit(b *testing.B) {
 				must(b, db.Lock(ctx, ttid, ttid+4, false))
 				must(b, db.Unlock(ctx, ttid, ttid+4))
 			}
-		})
+		}
 	}
 }

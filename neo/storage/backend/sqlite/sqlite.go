@@ -40,7 +40,16 @@
 // Open takes NEO/py's `database` option: a path (a leading ~ is expanded)
 // or a `file:` URI whose query may set the pragmas cache_size, journal_mode
 // and synchronous. cksumvfs is refused (the checksum VFS is not available in
-// this driver). No exclusive locking mode is used: another process may open
+// this driver).
+//
+// Unless the URI says otherwise, the database is in write-ahead-log mode
+// (journal_mode=WAL, synchronous=FULL): a durable commit then costs one
+// fsync of the log instead of the three of a rollback journal, which
+// makes the storage side of a commit (durable vote and lock) 2.6 times
+// faster (BenchmarkCommit: 0.64 ms against 1.67 ms for one object), and
+// readers in other processes do not block the node's writes. The mode is
+// recorded in the file; NEO/py's SQLite adapter opens such a database as
+// it is. No exclusive locking mode is used: another process may open
 // the database while the node runs; transactions are committed promptly.
 // Like NEO/py, the node takes an exclusive lock on the database by binding
 // the abstract UNIX socket "\x00neostorage:<st_dev>:<st_ino>".
@@ -57,6 +66,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +205,9 @@ func Open(ctx context.Context, database string, opt Options) (_ *DB, err error) 
 		}
 	}
 	conn.SetBusyTimeout(10 * time.Second)
+	if !slices.ContainsFunc(pragmas, func(p [2]string) bool { return p[0] == "journal_mode" }) {
+		pragmas = append([][2]string{{"journal_mode", "WAL"}, {"synchronous", "FULL"}}, pragmas...)
+	}
 	for _, p := range pragmas {
 		if err := db.exec(ctx, "PRAGMA "+p[0]+" = "+p[1]); err != nil {
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
