@@ -128,3 +128,36 @@ func TestClientLostInFinish(t *testing.T) {
 	}
 	compareDatabases(t, c)
 }
+
+// TestClientClosedAfterVote closes the committing client after its vote:
+// its transaction is aborted, the locks are released for another client.
+func TestClientClosedAfterVote(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl1 := c.client("C1")
+	cl2 := c.client("C2")
+	w := newWorkload(t, cl1, 4)
+	w.commitN(t, cl1, 2)
+
+	ctx := t.Context()
+	x, err := w.begin(ctx, cl1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Vote(ctx); err != nil {
+		t.Fatalf("vote: %v", err)
+	}
+	if err := cl1.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, lockWait)
+	_, err = w.commitRetry(wctx, cl2)
+	cancel()
+	if err != nil {
+		t.Fatalf("C2 writing the objects of the closed client's transaction: %v", err)
+	}
+	h := w.verify(t, c)
+	if tid, ok := h.tidOf(x.seq); ok {
+		t.Errorf("the closed client's transaction (txn %d) is committed as %v", x.seq, tid)
+	}
+	compareDatabases(t, c)
+}

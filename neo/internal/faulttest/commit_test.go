@@ -24,6 +24,8 @@ func TestStorageLostInCommit(t *testing.T) {
 		{"BeforeVote", "C1", "S1", proto.CodeAskStoreObject, 2},
 		// S1 voted; the master is about to ask it to lock.
 		{"AfterVoteBeforeLock", "M1", "S1", proto.CodeAskLockInformation, 1},
+		// S1 locked the transaction durably; its answer is lost.
+		{"LockAnswerLost", "S1", "M1", proto.CodeAnswerInformationLocked, 1},
 		// S1 locked the transaction (durably); the master is about to
 		// tell it to unlock: the client may already have its answer.
 		{"DuringFinish", "M1", "S1", proto.CodeNotifyUnlockInformation, 1},

@@ -204,3 +204,67 @@ func TestLinkAdminMaster(t *testing.T) {
 	w.verify(t, c)
 	compareDatabases(t, c)
 }
+
+// TestLinkBlackhole holds the bytes of a link in the middle of a commit
+// (nothing is lost, as TCP retransmits; NEO has no applicative keep-alive,
+// so nobody gives up on the link meanwhile): the commit waits, the cluster
+// still serves reads, and once the link is healed the commit completes on
+// every replica. (Reads of the objects of a transaction that a storage
+// locked wait for its unlock, as in NEO/py: the reads during the blackhole
+// are of other objects.)
+func TestLinkBlackhole(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		from, to string
+		code     uint16
+	}{
+		{"ClientToS1Store", "C1", "S1", proto.CodeAskStoreObject},
+		{"MasterToS1Lock", "M1", "S1", proto.CodeAskLockInformation},
+		{"S1ToMasterLocked", "S1", "M1", proto.CodeAnswerInformationLocked},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := start(t, opts{storages: 2, replicas: 1})
+			cl := c.client("C1")
+			cl2 := c.client("C2")
+			w := newWorkload(t, cl, 4)
+			w.commitN(t, cl, 2)
+			other := newWorkload(t, cl, 4)
+			other.commitN(t, cl, 1)
+			trig := c.net.OnPacket(tc.from, tc.to, tc.code, func(faultnet.Packet) bool {
+				c.net.Blackhole(tc.from, tc.to)
+				return true
+			})
+			res := make(chan error, 1)
+			go func() {
+				_, err := w.commit(context.Background(), cl)
+				res <- err
+			}()
+			waitFired(t, trig, "the packet")
+			// Reads go on meanwhile, from another client.
+			ctx := t.Context()
+			head, err := cl2.LastTid(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, oid := range other.oids {
+				if _, _, _, err := cl2.Load(ctx, zodb.Xid{Oid: oid, At: head}); err != nil {
+					t.Errorf("load %v during the blackhole: %v", oid, err)
+				}
+			}
+			c.net.Heal(tc.from, tc.to)
+			select {
+			case err := <-res:
+				if err != nil {
+					t.Errorf("commit across a healed blackhole: %v", err)
+				}
+			case <-time.After(waitTimeout):
+				t.Fatalf("commit not done %v after the blackhole was healed", waitTimeout)
+			}
+			c.waitRunning()
+			c.waitUpToDate()
+			w.commitN(t, cl, 1)
+			w.verify(t, c)
+			compareDatabases(t, c)
+		})
+	}
+}
