@@ -20,7 +20,7 @@ func newURL(t testing.TB) string {
 var clientSeq atomic.Int64
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, newURL, storagetest.SharedHandles())
+	storagetest.Run(t, newURL, storagetest.SharedHandles(), storagetest.NoTxnStatus())
 }
 
 // BenchmarkConformance runs the storage benchmarks of the suite on a

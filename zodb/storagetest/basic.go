@@ -381,8 +381,12 @@ func testRestore(t *testing.T, s *suite) {
 	if len(txns) != 2 {
 		t.Fatalf("iterate: %d transactions, want 2", len(txns))
 	}
-	if st := txns[1].info.Status; st != zodb.TxnPacked {
-		t.Errorf("restored transaction %v: status %q, want %q", t2, st, zodb.TxnPacked)
+	wantStatus := zodb.TxnPacked
+	if s.noStatus {
+		wantStatus = zodb.TxnComplete
+	}
+	if st := txns[1].info.Status; st != wantStatus {
+		t.Errorf("restored transaction %v: status %q, want %q", t2, st, wantStatus)
 	}
 	if len(txns[1].recs) == 2 {
 		ra, rb := txns[1].recs[0], txns[1].recs[1]

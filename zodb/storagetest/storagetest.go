@@ -45,6 +45,7 @@ type Option func(*options)
 type options struct {
 	shared     bool
 	persistent bool
+	noStatus   bool
 }
 
 // SharedHandles tells that opening the URL a second time, while the first
@@ -53,6 +54,12 @@ type options struct {
 // (mem://name, NEO, ZEO). Without it the tests that need two handles are
 // skipped.
 func SharedHandles() Option { return func(o *options) { o.shared = true } }
+
+// NoTxnStatus tells that the storage records every transaction as complete
+// whatever status a restore gives it (NEO: its protocol has no field for the
+// status). The Restore test then expects TxnComplete where it would expect
+// the restored status.
+func NoTxnStatus() Option { return func(o *options) { o.noStatus = true } }
 
 // Persistent tells that what is committed is still there after Close when
 // the URL is opened again (FileStorage, mem://name).
