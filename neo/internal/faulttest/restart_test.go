@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,16 +123,40 @@ var crashPoints = []struct {
 	{"M1", "S2", proto.CodeNotifyUnlockInformation},
 }
 
-// TestCrashRestart kills every node at once at a packet of the commit
-// chosen at random (seeded), while two clients commit, then starts the
-// cluster again on the same databases, several rounds. Every acknowledged
+// replicationPoints are the packets at which TestCrashRestart kills
+// every node while S1 catches up.
+var replicationPoints = []struct {
+	from, to string
+	code     uint16
+}{
+	{"S1", "S2", proto.CodeAskFetchTransactions},
+	{"S1", "S2", proto.CodeAskFetchObjects},
+	{"S2", "S1", proto.CodeAddObject},
+	{"S2", "S1", proto.CodeAnswerFetchObjects},
+	{"S1", "M1", proto.CodeNotifyReplicationDone},
+}
+
+// crash modes
+const (
+	crashAll         = iota // every node killed during commits
+	crashMaster             // the master alone killed during commits
+	crashReplicating        // every node killed while S1 catches up
+)
+
+var crashModeNames = []string{"kill all", "kill the master", "kill all while S1 replicates"}
+
+// TestCrashRestart kills, at a packet chosen at random (seeded) while
+// two clients commit, either every node at once, or the master alone, or
+// every node while S1 catches up after an absence; then starts what was
+// killed again on the same databases; several rounds. Every acknowledged
 // commit is there; a transaction that a storage locked (it answered
 // AnswerInformationLocked) is committed, by verification if need be, under
-// the tid the master gave it; others are there whole or not at all.
+// the tid the master gave it; others are there whole or not at all; the
+// replicas end equal.
 func TestCrashRestart(t *testing.T) {
-	rounds := 3
+	rounds := 4
 	if *soak {
-		rounds = 30
+		rounds = 40
 	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -143,11 +168,19 @@ func TestCrashRestart(t *testing.T) {
 	w.commitN(t, cl, 2)
 	cl.Close()
 	for round := range rounds {
+		mode := round % 3
+		if *soak {
+			mode = rng.IntN(3)
+		}
 		cp := crashPoints[rng.IntN(len(crashPoints))]
 		nth := 1 + rng.IntN(8)
+		if mode == crashReplicating {
+			cp = replicationPoints[rng.IntN(len(replicationPoints))]
+			nth = 1
+		}
 		info, _ := proto.Info(cp.code)
-		t.Logf("round %d: kill all at %s → %s %s #%d", round, cp.from, cp.to, info.Name, nth)
-		crashRound(t, c, w, round, cp.from, cp.to, cp.code, nth)
+		t.Logf("round %d: %s at %s → %s %s #%d", round, crashModeNames[mode], cp.from, cp.to, info.Name, nth)
+		crashRound(t, c, w, round, mode, cp.from, cp.to, cp.code, nth)
 		if t.Failed() {
 			break
 		}
@@ -156,7 +189,7 @@ func TestCrashRestart(t *testing.T) {
 	compareDatabases(t, c)
 }
 
-func crashRound(t *testing.T, c *tcluster, w *workload, round int, from, to string, code uint16, nth int) {
+func crashRound(t *testing.T, c *tcluster, w *workload, round, mode int, from, to string, code uint16, nth int) {
 	// Locks the storages made durable: ttid → tid.
 	var mu sync.Mutex
 	lockTid := map[zodb.Tid]zodb.Tid{}
@@ -180,6 +213,9 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round int, from, to stri
 	// C1 commits, and another client beside it.
 	clients := []*client.Client{c.client("C1"), c.client(fmt.Sprintf("C2.%d", round))}
 	all := []string{"M1", "S1", "S2", "A1"}
+	if mode == crashMaster {
+		all = []string{"M1"}
+	}
 	seen := 0
 	crash := c.net.OnPacket(from, to, code, func(faultnet.Packet) bool {
 		seen++
@@ -192,30 +228,59 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round int, from, to stri
 		return true
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
-	for _, cl := range clients {
+	var restarted atomic.Bool // the master was started again
+	lastErr := make([]error, len(clients))
+	for i, cl := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer cl.Close()
 			for ctx.Err() == nil {
-				if _, err := w.commitRetry(ctx, cl); err != nil {
-					select {
-					case <-crash.Fired():
+				_, err := w.commitRetry(ctx, cl)
+				lastErr[i] = err
+				select {
+				case <-crash.Fired():
+					// After the master alone was killed, the client
+					// goes on until it committed through the new one.
+					if mode != crashMaster || err == nil && restarted.Load() {
 						return
-					default:
 					}
+				default:
 				}
 			}
 		}()
 	}
-	waitFired(t, crash, "the crash point")
-	for _, n := range c.allNodes() {
-		c.stop(n)
+	if mode == crashReplicating {
+		// S1 misses commits, then comes back and catches up.
+		c.kill(c.storages[0])
+		c.waitOutdated("S1")
+		c.restartStorage(0)
 	}
-	cancel()
+	waitFired(t, crash, "the crash point")
+	if mode == crashMaster {
+		c.stop(c.master)
+		c.net.HealAll()
+		c.must(c.startMaster())
+		restarted.Store(true)
+	} else {
+		for _, n := range c.allNodes() {
+			c.stop(n)
+		}
+	}
+	if mode != crashMaster {
+		cancel()
+	}
 	wg.Wait()
+	if mode == crashMaster {
+		for i, err := range lastErr {
+			if err != nil {
+				t.Errorf("round %d: client %d never committed through the restarted master: %v", round, i+1, err)
+			}
+		}
+	}
 	askLock.Stop()
 	answerLock.Stop()
 	c.net.HealAll()
@@ -223,7 +288,9 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round int, from, to stri
 	w.stale = true
 	w.mu.Unlock()
 
-	c.restartAll()
+	if mode != crashMaster {
+		c.restartAll()
+	}
 	c.waitRunning()
 	c.waitUpToDate()
 	h := w.verify(t, c)
