@@ -8,6 +8,7 @@
 //	neo simple  [options] NAME.. a whole local cluster in one process (as neosimple)
 //	neo demo                     start a local cluster, commit, read back, stop
 //	neo bench   [options] URL    measure a running cluster through the Go client
+//	neo stress  [options]        a cluster of its own under faults; check no commit is lost
 //
 // Called as neomaster, neostorage, neoadmin, neoctl or neosimple (a link or a
 // copy of the binary with that name), it behaves as the matching subcommand,

@@ -50,6 +50,7 @@ func init() {
 		"simple":  {"run a whole local cluster in one process", runSimple},
 		"demo":    {"start a local cluster, commit an object, read it back, stop", runDemo},
 		"bench":   {"measure a running cluster through the Go client", runBench},
+		"stress":  {"run a cluster of its own under faults and check that no commit is lost", runStress},
 	}
 }
 
