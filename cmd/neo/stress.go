@@ -32,7 +32,7 @@ func stressArgs(e *env, args []string) (stress.Options, error) {
 	seed := fs.String("seed", "", "seed of the fault schedule (default: random, printed)")
 	fs.IntVar(&o.Clients, "clients", 3, "client nodes")
 	fs.IntVar(&o.Storages, "storages", 2, "storage nodes")
-	fs.IntVar(&o.Replicas, "replicas", 0, "extra copies of each partition")
+	fs.IntVar(&o.Replicas, "replicas", 1, "extra copies of each partition")
 	fs.IntVar(&o.Masters, "masters", 1, "master nodes")
 	fs.IntVar(&o.Partitions, "partitions", 4, "partitions")
 	pos, err := parseInterspersed(fs, args)
