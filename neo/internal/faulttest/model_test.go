@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/neozodb/neo/neo/client"
 	"github.com/neozodb/neo/neo/storage/backend"
@@ -371,6 +372,28 @@ func (w *workload) commitRetry(ctx context.Context, cl *client.Client) (zodb.Tid
 		var conflict *zodb.ConflictError
 		if err == nil || !errors.As(err, &conflict) || i == 5 {
 			return tid, err
+		}
+	}
+}
+
+// waitAcked waits until n more commits are acknowledged.
+func (w *workload) waitAcked(t *testing.T, n int) {
+	t.Helper()
+	w.mu.Lock()
+	want := len(w.acked) + n
+	w.mu.Unlock()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		w.mu.Lock()
+		got := len(w.acked)
+		w.mu.Unlock()
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d commits acknowledged in %v, want %d", got-want+n, waitTimeout, n)
 		}
 	}
 }

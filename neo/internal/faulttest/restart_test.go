@@ -257,6 +257,7 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round, mode int, from, t
 		// S1 misses commits, then comes back and catches up.
 		c.kill(c.storages[0])
 		c.waitOutdated("S1")
+		w.waitAcked(t, 3)
 		c.restartStorage(0)
 	}
 	waitFired(t, crash, "the crash point")
