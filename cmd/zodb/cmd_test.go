@@ -10,6 +10,7 @@ import (
 	"hash/adler32"
 	"hash/crc32"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/neozodb/neo/internal/testdir"
 	"github.com/neozodb/neo/zodb"
+	"github.com/neozodb/neo/zodb/storage/mem"
 	"github.com/neozodb/neo/zodb/zodbtools"
 )
 
@@ -298,5 +300,35 @@ func TestFileStorageSize(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: %d, %v; want %d", tc.name, got, err, tc.want)
 		}
+	}
+}
+
+// sizeless hides the Size method of the storage it wraps, as a storage
+// that cannot tell its size (NEO).
+type sizeless struct{ zodb.IStorageDriver }
+
+func init() {
+	zodb.RegisterDriver("sizeless", func(ctx context.Context, u *url.URL, opt *zodb.DriverOptions) (zodb.IStorageDriver, zodb.Tid, error) {
+		mu := *u
+		mu.Scheme = "mem"
+		o := *opt
+		o.NoCreate, o.ReadOnly = false, false // a new empty storage each time
+		drv, at0, err := mem.OpenDriver(ctx, &mu, &o)
+		if err != nil {
+			return nil, 0, err
+		}
+		return sizeless{drv}, at0, nil
+	})
+}
+
+// zodb info leaves out the size of a storage that cannot tell it, unless
+// it is asked for.
+func TestInfoWithoutSize(t *testing.T) {
+	out, errb, code := zrun(t, nil, "info", "sizeless://")
+	if code != 0 || strings.Contains(string(out), "size=") || !strings.Contains(string(out), "head=") {
+		t.Errorf("info: exit %d, %q %s", code, out, errb)
+	}
+	if _, _, code := zrun(t, nil, "info", "sizeless://", "size"); code == 0 {
+		t.Errorf("info size: exit 0 for a storage without size")
 	}
 }

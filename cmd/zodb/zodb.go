@@ -255,6 +255,9 @@ func runInfo(ctx context.Context, e *env, args []string) (err error) {
 			v = zodbtools.StorageName(drv)
 		case "size":
 			n, err := zodbtools.StorageSize(ctx, drv)
+			if wantNames && errors.Is(err, zodb.ErrUnsupported) {
+				continue // not asked for, and this storage cannot tell it (NEO)
+			}
 			if err != nil {
 				return err
 			}
