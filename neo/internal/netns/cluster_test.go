@@ -26,9 +26,8 @@ import (
 )
 
 var (
-	long     = flag.Bool("netns.long", false, "also run the partition tests that wait for TCP keep-alive (about 2 min each)")
+	long     = flag.Bool("netns.long", false, "also run the partition tests with silent cuts, which wait for TCP to give up (2 to 4 min each)")
 	showLogs = flag.Bool("netns.logs", false, "show the logs of every process, also when the test passes")
-	tcpKeep  = flag.Bool("netns.tcp-defaults", false, "keep the kernel's TCP retransmission settings (a cut peer is then noticed after minutes: the tests time out)")
 )
 
 func TestMain(m *testing.M) {
@@ -177,17 +176,11 @@ func addr(n *netns.Node, port int) string {
 	return netip.AddrPortFrom(n.Addr, uint16(port)).String()
 }
 
-// tcpRetries bounds, in every namespace, how long TCP retransmits data a
-// peer does not acknowledge before the connection fails (net.ipv4.tcp_retries2:
-// 4 is about 6 s instead of about 15 min). NEO has no applicative keep-alive
-// (as NEO/py): a peer lost while data is in flight is noticed only when TCP
-// gives up; an idle link only by TCP keep-alive (60 s + 3×10 s, set by the
-// nodes on their sockets, so not changed here). tcpSynRetries likewise
-// bounds connection attempts (net.ipv4.tcp_syn_retries: 2 is about 7 s).
-const (
-	tcpRetries    = "4"
-	tcpSynRetries = "2"
-)
+// tcpSynRetries bounds, in every namespace, how long an attempt to connect
+// across a cut takes to fail (net.ipv4.tcp_syn_retries: 2 is about 7 s
+// instead of about 2 min), so that nodes go on trying others. Established
+// links are bounded by the nodes themselves (TCP_USER_TIMEOUT, keep-alive).
+const tcpSynRetries = "2"
 
 // newCluster makes the namespaces: masters m1..mN, storages s1..sN, admin,
 // and the extra names (clients).
@@ -207,13 +200,8 @@ func newCluster(t *testing.T, name string, masters, storages int, extra ...strin
 	names = append(names, "admin")
 	names = append(names, extra...)
 	nw := netns.New(t, names...)
-	for key, value := range map[string]string{"net.ipv4.tcp_retries2": tcpRetries, "net.ipv4.tcp_syn_retries": tcpSynRetries} {
-		if *tcpKeep {
-			break
-		}
-		if err := nw.Sysctl(key, value); err != nil {
-			t.Fatal(err)
-		}
+	if err := nw.Sysctl("net.ipv4.tcp_syn_retries", tcpSynRetries); err != nil {
+		t.Fatal(err)
 	}
 	c := &cluster{t: t, net: nw, name: name, dir: t.TempDir(), partitions: 4, nodes: map[string]*proc{}}
 	for i := 1; i <= masters; i++ {
@@ -275,7 +263,7 @@ func (c *cluster) start() {
 		out, err := c.ctl("print", "cluster")
 		return err == nil && strings.TrimSpace(out) == "RUNNING", out + errString(err)
 	})
-	c.waitUpToDate("every cell UP_TO_DATE")
+	c.waitUpToDate(time.Minute, "every cell UP_TO_DATE")
 }
 
 func errString(err error) string {
@@ -359,9 +347,9 @@ func (c *cluster) partitionTable() (cells, string, error) {
 
 // waitUpToDate waits until every partition has a cell on every storage,
 // all UP_TO_DATE.
-func (c *cluster) waitUpToDate(what string) {
+func (c *cluster) waitUpToDate(timeout time.Duration, what string) {
 	c.t.Helper()
-	c.waitFor(3*time.Minute, what, func() (bool, string) {
+	c.waitFor(timeout, what, func() (bool, string) {
 		pt, out, err := c.partitionTable()
 		if err != nil {
 			return false, err.Error()

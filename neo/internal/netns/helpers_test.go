@@ -26,6 +26,7 @@ const helperEnv = "NEO_NETNS_TEST_HELPER"
 var helpers = map[string]func(args []string) error{
 	"probe":  probeMain,
 	"echo":   echoMain,
+	"hold":   holdMain,
 	"commit": commitMain,
 	"verify": verifyMain,
 }
@@ -97,6 +98,22 @@ func echoMain(args []string) error {
 			io.Copy(c, c)
 		}()
 	}
+}
+
+// holdMain: hold ADDR — connects, prints "connected", then reads until
+// the connection ends and prints "closed: " and why.
+func holdMain(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: hold ADDR")
+	}
+	c, err := net.Dial("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Println("connected")
+	_, err = io.Copy(io.Discard, c)
+	fmt.Println("closed:", err)
+	return nil
 }
 
 // commitMain: commit URL PAUSE — commits until SIGTERM, one transaction

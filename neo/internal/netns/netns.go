@@ -13,8 +13,10 @@
 // entry for the peer is replaced by one naming a hardware address nobody has,
 // so packets leave the node and are dropped by the bridge's other ports
 // (nothing answers, no ICMP error, connections see only lost packets).
-// Healing restores the real address. Only iproute2's ip command is needed,
-// and root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create namespaces.
+// Healing restores the real address. Reset destroys the connections
+// between two nodes, so that a cut can also be noticed at once. Only
+// iproute2's ip and ss commands are needed, and root (CAP_NET_ADMIN and
+// CAP_SYS_ADMIN) to create namespaces.
 //
 // Namespaces are named Prefix-<pid>-<n>-<node>; they are deleted when the
 // test ends, after the processes still inside them are killed, whether it
@@ -25,9 +27,9 @@
 // of processes (the neo binary, and clients run by the test binary), as
 // root:
 //
-//	go test ./neo/internal/netns                          # about 75 s
-//	go test ./neo/internal/netns -args -netns.long        # + master election, about 4 min
-//	go test ./neo/internal/netns -args -netns.logs        # show every process's log
+//	go test ./neo/internal/netns                                 # abrupt cuts
+//	go test -timeout 30m ./neo/internal/netns -args -netns.long  # + silent cuts
+//	go test ./neo/internal/netns -args -netns.logs               # every process's log
 //
 // Without root, without ip, or where namespaces cannot be created, they
 // are skipped, saying so.
@@ -86,6 +88,7 @@ var (
 	availOnce  sync.Once
 	availErr   error
 	ipCommand  = "ip"
+	ssCommand  = "ss"
 	bogusMAC   = "02:00:00:00:00:01" // no interface has it: frames to it are dropped
 	cmdTimeout = 30 * time.Second
 )
@@ -99,9 +102,11 @@ func Available() error {
 			availErr = fmt.Errorf("not running as root (euid %d)", os.Geteuid())
 			return
 		}
-		if _, err := exec.LookPath(ipCommand); err != nil {
-			availErr = fmt.Errorf("no %s command (package iproute2): %w", ipCommand, err)
-			return
+		for _, cmd := range []string{ipCommand, ssCommand} {
+			if _, err := exec.LookPath(cmd); err != nil {
+				availErr = fmt.Errorf("no %s command (package iproute2): %w", cmd, err)
+				return
+			}
 		}
 		// Creating a namespace and running a command in it (ip netns
 		// exec also mounts /sys) both need privileges a container may
@@ -373,6 +378,34 @@ func (nw *Network) set(from, to *Node, cut bool) {
 	} else {
 		delete(nw.cut, [2]*Node{from, to})
 	}
+}
+
+// Reset destroys the TCP connections between a and b, in both namespaces
+// (ss -K; the kernel needs CONFIG_INET_DIAG_DESTROY): their sockets fail at
+// once on both ends, as when a firewall resets them. After Cut, the resets
+// they send are dropped: together they make a partition that both sides
+// notice at once, where Cut alone lets them notice only when TCP gives up
+// (keep-alive or unacknowledged data).
+func (nw *Network) Reset(a, b *Node) {
+	nw.t.Helper()
+	for _, p := range [][2]*Node{{a, b}, {b, a}} {
+		if err := p[0].killConnections(p[1]); err != nil {
+			nw.t.Fatalf("netns: reset %s ↔ %s: %v", a.Name, b.Name, err)
+		}
+	}
+}
+
+// killConnections destroys nd's TCP sockets connected to peer.
+func (nd *Node) killConnections(peer *Node) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := nd.CommandContext(ctx, ssCommand, "-K", "-t", "-n", "dst", peer.Addr.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %s -K dst %s: %v: %s", nd.NS, ssCommand, peer.Addr, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return nil
 }
 
 // Command returns a command that runs name with args inside the node's

@@ -95,6 +95,34 @@ func TestCutHeal(t *testing.T) {
 	nw.HealOneWay(a, b)
 	expect(a, echoB, "ok")
 
+	// A connection across a silent cut stays up; Reset ends it at once.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	hold := a.Command(testBinary(t), "hold", echoB)
+	hold.Env = append(os.Environ(), helperEnv+"=hold")
+	hp := startProc(t, "hold", hold, pw)
+	pw.Close()
+	lines := bufio.NewReader(pr)
+	if line, err := lines.ReadString('\n'); err != nil || line != "connected\n" {
+		t.Fatalf("hold: %q, %v", line, err)
+	}
+	nw.Cut(a, b)
+	nw.Reset(a, b)
+	select {
+	case <-hp.done:
+		line, _ := lines.ReadString('\n')
+		if !strings.HasPrefix(line, "closed: ") || strings.TrimSpace(line) == "closed: <nil>" {
+			t.Errorf("connection across the reset: %q, want an error", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a connection across Reset is still up 10 s later")
+	}
+	nw.Heal(a, b)
+	expect(a, echoB, "ok")
+
 	nw.Isolate(c)
 	expect(a, echoC, "timeout")
 	expect(c, echoB, "timeout")

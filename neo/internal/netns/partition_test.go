@@ -6,12 +6,69 @@ package netns_test
 // all along; after every scenario the network is healed, every cell must
 // come back UP_TO_DATE, and every acknowledged transaction must read back
 // through a new client.
+//
+// Each scenario runs in two modes:
+//   - abrupt: the cut also resets the connections between the two sides,
+//     so both notice at once (as with a firewall sending resets);
+//   - silent (with -netns.long): packets are only dropped, and the nodes
+//     notice when TCP gives up: after 90 s for a link with unacknowledged
+//     data (the nodes' TCP_USER_TIMEOUT), 60 s + 3 × 10 s for an idle one
+//     (keep-alive), and a reconnection attempt after ~7 s (tcp_syn_retries
+//     set to 2 in the namespaces).
 
 import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/neozodb/neo/neo/internal/netns"
 )
+
+type cutMode int
+
+const (
+	abrupt cutMode = iota
+	silent
+)
+
+// forModes runs the scenario in both modes, in parallel with other tests;
+// the silent mode only with -netns.long.
+func forModes(t *testing.T, scenario func(t *testing.T, mode cutMode)) {
+	t.Parallel()
+	t.Run("abrupt", func(t *testing.T) {
+		t.Parallel()
+		scenario(t, abrupt)
+	})
+	t.Run("silent", func(t *testing.T) {
+		if !*long {
+			t.Skip("waits for TCP to give up on a silent partition (2 to 4 min); run with -netns.long")
+		}
+		t.Parallel()
+		scenario(t, silent)
+	})
+}
+
+// detection is how long the nodes may take to notice a cut.
+func (m cutMode) detection() time.Duration {
+	if m == silent {
+		return 4 * time.Minute
+	}
+	return time.Minute
+}
+
+// cut drops the packets between a and b (from a to b only if oneWay),
+// resetting their connections in abrupt mode.
+func (c *cluster) cut(mode cutMode, a, b *netns.Node, oneWay bool) {
+	c.t.Helper()
+	if oneWay {
+		c.net.CutOneWay(a, b)
+	} else {
+		c.net.Cut(a, b)
+	}
+	if mode == abrupt {
+		c.net.Reset(a, b)
+	}
+}
 
 // allIn tells whether the storage's cells are all in state (and there are
 // cells).
@@ -28,29 +85,25 @@ func allIn(states []string, state string) bool {
 }
 
 // TestCutMasterStorage: the link between the master and storage S1 is cut
-// both ways while a client commits. Once the master gives up on S1 (when
-// TCP does, a commit waiting for S1's lock answer), S1's cells are
-// OUT_OF_DATE and commits go on with S2 alone. After the heal, S1 finds
-// its link to the master dead (TCP keep-alive: up to 90 s after the cut),
-// comes back, replicates what it missed, and its cells are UP_TO_DATE:
-// with S2 stopped, S1 alone serves every acknowledged transaction.
+// both ways while a client commits. Once the master notices (silent: when
+// TCP gives up on a commit's lock request to S1), S1's cells are
+// OUT_OF_DATE and commits go on with S2 alone. After the heal, S1 comes
+// back (silent: once keep-alive tells it its master link is dead),
+// replicates what it missed, and its cells are UP_TO_DATE: with S2
+// stopped, S1 alone serves every acknowledged transaction.
 func TestCutMasterStorage(t *testing.T) {
-	t.Parallel()
-	testMasterStorage(t, "cutms", false)
+	forModes(t, func(t *testing.T, mode cutMode) { testMasterStorage(t, mode, false) })
 }
 
 // TestCutStorageToMaster: as TestCutMasterStorage, but only the packets
 // from S1 to the master are dropped (an asymmetric partition): the master
-// still reaches S1, yet gets no answer nor acknowledgement. Both sides
-// have unacknowledged data, so S1 too notices at once, and it keeps trying
-// to come back; after the heal it does without waiting for keep-alive.
+// still reaches S1, yet gets no answer nor acknowledgement.
 func TestCutStorageToMaster(t *testing.T) {
-	t.Parallel()
-	testMasterStorage(t, "cutsm", true)
+	forModes(t, func(t *testing.T, mode cutMode) { testMasterStorage(t, mode, true) })
 }
 
-func testMasterStorage(t *testing.T, name string, oneWay bool) {
-	c := newCluster(t, name, 1, 2, "client")
+func testMasterStorage(t *testing.T, mode cutMode, oneWay bool) {
+	c := newCluster(t, "cutms", 1, 2, "client")
 	c.start()
 	m, s1 := c.masters[0], c.storages[0]
 	client := c.net.Node("client")
@@ -59,13 +112,9 @@ func testMasterStorage(t *testing.T, name string, oneWay bool) {
 	w := startCommitter(t, "committer", client, c.url())
 	w.waitAcks(c, 5, time.Minute, "commits before the cut")
 
-	if oneWay {
-		c.net.CutOneWay(s1, m)
-	} else {
-		c.net.Cut(m, s1)
-	}
+	c.cut(mode, s1, m, oneWay)
 	cut := time.Now()
-	c.waitFor(time.Minute, "the cells of "+s1id+" OUT_OF_DATE", func() (bool, string) {
+	c.waitFor(mode.detection(), "the cells of "+s1id+" OUT_OF_DATE", func() (bool, string) {
 		pt, out, err := c.partitionTable()
 		if err != nil {
 			return false, err.Error()
@@ -78,7 +127,7 @@ func testMasterStorage(t *testing.T, name string, oneWay bool) {
 
 	c.net.HealAll()
 	healed := time.Now()
-	c.waitUpToDate("every cell UP_TO_DATE after the heal")
+	c.waitUpToDate(mode.detection(), "every cell UP_TO_DATE after the heal")
 	t.Logf("every cell UP_TO_DATE %v after the heal", time.Since(healed).Round(time.Millisecond))
 	w.waitAcks(c, 5, time.Minute, "commits after the heal")
 	acks := w.stop(t)
@@ -93,14 +142,18 @@ func testMasterStorage(t *testing.T, name string, oneWay bool) {
 
 // TestCutClientStorage: the link between the client and storage S1 is cut
 // both ways while the client commits. NEO's outcome: a store to S1 fails
-// once TCP gives up; the client tells the master (FailedVote), which
-// accepts the commit without S1 and disconnects S1 at finish, so S1's
-// cells are OUT_OF_DATE until S1 (which still reaches the master) comes
-// back and replicates. Commits go on (slowed by the wait for TCP), and a
-// client reads everything from S2. After the heal every cell is
-// UP_TO_DATE again, and S1 alone serves everything.
+// (silent: once TCP gives up; then each connection attempt times out); the
+// client tells the master (FailedVote), which accepts the commit without
+// S1 and disconnects S1 at finish, so S1's cells are OUT_OF_DATE until S1
+// (which still reaches the master) comes back and replicates. Commits go on
+// (slowed by the wait for TCP), and a client reads everything from S2.
+// After the heal every cell is UP_TO_DATE again, and S1 alone serves
+// everything.
 func TestCutClientStorage(t *testing.T) {
-	t.Parallel()
+	forModes(t, testClientStorage)
+}
+
+func testClientStorage(t *testing.T, mode cutMode) {
 	c := newCluster(t, "cutcs", 1, 2, "client")
 	c.start()
 	s1 := c.storages[0]
@@ -111,9 +164,9 @@ func TestCutClientStorage(t *testing.T) {
 	w.waitAcks(c, 5, time.Minute, "commits before the cut")
 	_, failsBefore := w.counts()
 
-	c.net.Cut(client, s1)
+	c.cut(mode, client, s1, false)
 	cut := time.Now()
-	c.waitFor(time.Minute, "the cells of "+s1id+" not UP_TO_DATE", func() (bool, string) {
+	c.waitFor(mode.detection(), "the cells of "+s1id+" not UP_TO_DATE", func() (bool, string) {
 		pt, out, err := c.partitionTable()
 		if err != nil {
 			return false, err.Error()
@@ -133,9 +186,9 @@ func TestCutClientStorage(t *testing.T) {
 	acksCut, failsCut := w.counts()
 	t.Logf("with the client cut from %s: %d acknowledged, %d failed", s1id, acksCut, failsCut-failsBefore)
 
-	c.net.Heal(client, s1)
+	c.net.HealAll()
 	healed := time.Now()
-	c.waitUpToDate("every cell UP_TO_DATE after the heal")
+	c.waitUpToDate(mode.detection(), "every cell UP_TO_DATE after the heal")
 	t.Logf("every cell UP_TO_DATE %v after the heal", time.Since(healed).Round(time.Millisecond))
 	w.waitAcks(c, 5, time.Minute, "commits after the heal")
 	acks := w.stop(t)
@@ -151,17 +204,17 @@ func TestCutClientStorage(t *testing.T) {
 }
 
 // TestCutMasters: two masters; the link between them is cut both ways. The
-// secondary notices only by TCP keep-alive (about 90 s: the link is idle)
-// and then plays the primary role, but the storages stay with the primary:
-// a client that reaches only that master never commits (no split brain),
+// secondary notices (silent: by keep-alive, the link being idle) and plays
+// the primary role, but the storages stay with the primary: a client that
+// reaches only that master is refused and never commits (no split brain),
 // while the client of the primary goes on. After the heal the masters
 // settle on one primary, every cell is UP_TO_DATE and nothing acknowledged
 // is lost.
 func TestCutMasters(t *testing.T) {
-	if !*long {
-		t.Skip("waits for TCP keep-alive to expire (about 2 min); run with -netns.long")
-	}
-	t.Parallel()
+	forModes(t, testCutMasters)
+}
+
+func testCutMasters(t *testing.T, mode cutMode) {
 	c := newCluster(t, "cutmm", 2, 2, "client1", "client2")
 	c.start()
 	m1, m2 := c.masters[0], c.masters[1]
@@ -171,13 +224,13 @@ func TestCutMasters(t *testing.T) {
 	w1.waitAcks(c, 5, time.Minute, "commits before the cut")
 
 	rolesBefore := strings.Count(c.log(secondary), `msg="primary role"`)
-	c.net.Cut(primary, secondary)
-	cut := time.Now()
 	// client2 knows only the secondary, which redirects it to the primary
 	// as long as it is secondary: cut client2 from the primary too.
-	c.net.Cut(cl2, primary)
+	c.cut(mode, cl2, primary, false)
+	c.cut(mode, primary, secondary, false)
+	cut := time.Now()
 	w2 := startCommitter(t, "committer2", cl2, c.url(secondary))
-	c.waitFor(3*time.Minute, "the former secondary in the primary role", func() (bool, string) {
+	c.waitFor(mode.detection(), "the former secondary in the primary role", func() (bool, string) {
 		n := strings.Count(c.log(secondary), `msg="primary role"`)
 		return n > rolesBefore, "not yet in its log"
 	})
@@ -192,7 +245,7 @@ func TestCutMasters(t *testing.T) {
 	t.Logf("client2 meanwhile: %s", w2.lastFail())
 
 	c.net.HealAll()
-	c.waitUpToDate("every cell UP_TO_DATE after the heal")
+	c.waitUpToDate(mode.detection(), "every cell UP_TO_DATE after the heal")
 	w1.waitAcks(c, 5, time.Minute, "commits after the heal")
 	acks := w1.stop(t)
 	acks2 := w2.stop(t)
@@ -207,10 +260,10 @@ func TestCutMasters(t *testing.T) {
 // brain). After the heal the masters settle on one primary and nothing
 // acknowledged on either side is lost.
 func TestIsolatePrimary(t *testing.T) {
-	if !*long {
-		t.Skip("waits for TCP keep-alive to expire (about 2 min); run with -netns.long")
-	}
-	t.Parallel()
+	forModes(t, testIsolatePrimary)
+}
+
+func testIsolatePrimary(t *testing.T, mode cutMode) {
 	c := newCluster(t, "isolm", 2, 2, "client1", "client2")
 	c.start()
 	m1, m2 := c.masters[0], c.masters[1]
@@ -221,13 +274,13 @@ func TestIsolatePrimary(t *testing.T) {
 
 	for _, n := range c.net.Nodes() {
 		if n != primary && n != cl1 {
-			c.net.Cut(primary, n)
+			c.cut(mode, primary, n, false)
 		}
 	}
 	cut := time.Now()
 	acksAtCut, _ := w1.counts()
 	w2 := startCommitter(t, "committer2", cl2, c.url(secondary))
-	w2.waitAcks(c, 5, 4*time.Minute, "commits through the other master")
+	w2.waitAcks(c, 5, mode.detection()+time.Minute, "commits through the other master")
 	t.Logf("commits through the other master %v after the cut", time.Since(cut).Round(time.Millisecond))
 	// The isolated primary may still finish a transaction that was being
 	// committed when the cut came; none after.
@@ -236,7 +289,7 @@ func TestIsolatePrimary(t *testing.T) {
 	}
 
 	c.net.HealAll()
-	c.waitUpToDate("every cell UP_TO_DATE after the heal")
+	c.waitUpToDate(mode.detection(), "every cell UP_TO_DATE after the heal")
 	w2.waitAcks(c, 5, time.Minute, "commits after the heal")
 	acks := append(w1.stop(t), w2.stop(t)...)
 	c.verify(cl2, acks)
