@@ -275,6 +275,11 @@ func newCore(cfg coreConfig, now time.Time) *Core {
 // NodeID returns the master's own node id.
 func (c *Core) NodeID() proto.NodeID { return c.self.nid }
 
+// status tells the role and state for Master.Status.
+func (c *Core) status() Status {
+	return Status{Running: !c.exiting, Primary: c.role == rolePrimary && !c.exiting, NodeID: c.self.nid, State: c.state}
+}
+
 // ClusterState returns the current cluster state.
 func (c *Core) ClusterState() proto.ClusterState { return c.state }
 

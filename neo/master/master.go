@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
@@ -38,6 +39,32 @@ type Master struct {
 	addr proto.Address
 	ln   *neonet.Listener
 	log  *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is what a master tells about itself while it runs (Master.Status).
+type Status struct {
+	Running bool               // Run serves (false before Run and once it returned)
+	Primary bool               // plays the primary role
+	NodeID  proto.NodeID       // own node id
+	State   proto.ClusterState // the cluster state it knows (as primary: drives)
+}
+
+// Status returns the master's role and cluster state as of the last event it
+// handled. Several masters may play the primary role at once while they
+// elect one; only one leaves RECOVERING.
+func (m *Master) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status
+}
+
+func (m *Master) setStatus(st Status) {
+	m.mu.Lock()
+	m.status = st
+	m.mu.Unlock()
 }
 
 // New checks cfg and binds the listener. The master serves once Run is called.

@@ -303,9 +303,11 @@ func (m *Master) Run(ctx context.Context) error {
 		s.wg.Wait()
 	}()
 
+	defer m.setStatus(Status{NodeID: core.NodeID()})
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	exit, exitErr := s.apply(core.Start())
+	m.setStatus(core.status())
 	for !exit {
 		var ev Event
 		select {
@@ -317,6 +319,7 @@ func (m *Master) Run(ctx context.Context) error {
 			return nil
 		}
 		exit, exitErr = s.apply(core.Step(time.Now(), ev))
+		m.setStatus(core.status())
 	}
 	// Let the last packets go out before closing.
 	m.ln.Close()

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -54,7 +55,7 @@ import (
 // Options describe the cluster to start. Zero values take the defaults.
 type Options struct {
 	Name       string // cluster name; default "test"
-	Masters    int    // default 1 (one primary)
+	Masters    int    // default 1; with more, they elect a primary (each knows all the others' addresses)
 	Storages   int    // default 1
 	Partitions int    // default 4
 	Replicas   int    // extra copies of each partition; default 0
@@ -101,8 +102,9 @@ type node struct {
 	dbPath string // storages
 	db     *sqlite.DB
 	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returned
-	err    error         // Run's result, once done
+	done   chan struct{}  // closed when Run returned
+	err    error          // Run's result, once done
+	m      *master.Master // masters: the node of the last start
 }
 
 func (n *node) running() bool {
@@ -163,14 +165,21 @@ func Start(t testing.TB, opt Options) *Cluster {
 	registryMu.Unlock()
 
 	ctx := context.Background()
-	if opt.Masters > 1 {
-		t.Fatalf("cluster: %d masters asked: neo/master has a single primary for now", opt.Masters)
-	}
 	c.opt = opt
-	// Masters first: their addresses are known before anyone dials.
+	// Masters first: their addresses are known before anyone dials. With
+	// several masters, each needs the others' addresses before it starts:
+	// free loopback ports are picked first.
+	maddrs := []string{"127.0.0.1:0"}
+	if opt.Masters > 1 {
+		var err error
+		if maddrs, err = freePorts(opt.Masters); err != nil {
+			t.Fatalf("cluster: %v", err)
+		}
+	}
 	for i := range opt.Masters {
-		n := &node{name: fmt.Sprintf("M%d", i+1), addr: "127.0.0.1:0"}
-		c.masters = append(c.masters, n)
+		c.masters = append(c.masters, &node{name: fmt.Sprintf("M%d", i+1), addr: maddrs[i]})
+	}
+	for _, n := range c.masters {
 		if err := c.startMaster(n); err != nil {
 			t.Fatalf("cluster: %v", err)
 		}
@@ -245,6 +254,7 @@ func (c *Cluster) startMaster(n *node) error {
 	m, err := master.New(context.Background(), master.Config{
 		Cluster:    c.opt.Name,
 		Bind:       n.addr,
+		Masters:    c.MasterAddrs(),
 		Partitions: c.opt.Partitions,
 		Replicas:   c.opt.Replicas,
 		Autostart:  c.opt.Autostart,
@@ -256,8 +266,94 @@ func (c *Cluster) startMaster(n *node) error {
 		return fmt.Errorf("master %s: %w", n.name, err)
 	}
 	n.addr = m.Addr()
+	n.m = m
 	c.run(n, func(ctx context.Context) error { return m.Run(ctx) })
 	return nil
+}
+
+// freePorts picks n free loopback addresses.
+func freePorts(n int) ([]string, error) {
+	var addrs []string
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("picking a master port: %w", err)
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, nil
+}
+
+// Masters returns the number of masters.
+func (c *Cluster) Masters() int { return len(c.masters) }
+
+// MasterName returns the node (and endpoint) name of master i: "M<i+1>".
+func (c *Cluster) MasterName(i int) string { return c.masters[i].name }
+
+// MasterStatus returns the role and cluster state master i (0-based)
+// reports; the zero Status (Running false) when it does not run.
+func (c *Cluster) MasterStatus(i int) master.Status {
+	n := c.masters[i]
+	if !n.running() || n.m == nil {
+		return master.Status{}
+	}
+	return n.m.Status()
+}
+
+// Primary returns the index of the master that plays the primary role and
+// has left RECOVERING (the election is over), or else of the only master
+// in the primary role; -1 when there is none or the election goes on.
+func (c *Cluster) Primary() int {
+	var electing []int
+	for i := range c.masters {
+		st := c.MasterStatus(i)
+		if !st.Running || !st.Primary {
+			continue
+		}
+		if st.State != proto.ClusterRecovering {
+			return i
+		}
+		electing = append(electing, i)
+	}
+	if len(electing) == 1 {
+		return electing[0]
+	}
+	return -1
+}
+
+// WaitPrimary waits until one master plays the primary role and every other
+// running master is secondary, and returns its index.
+func (c *Cluster) WaitPrimary(ctx context.Context) (int, error) {
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		primary, n := -1, 0
+		for i := range c.masters {
+			if st := c.MasterStatus(i); st.Running && st.Primary {
+				primary = i
+				n++
+			}
+		}
+		if n == 1 {
+			return primary, nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			var states []string
+			for i, m := range c.masters {
+				states = append(states, fmt.Sprintf("%s %+v", m.name, c.MasterStatus(i)))
+			}
+			return -1, fmt.Errorf("cluster: no single primary master: %w (masters: %s)", ctx.Err(), strings.Join(states, ", "))
+		}
+	}
 }
 
 // KillMaster stops master i (0-based) at once, its links cut first.
@@ -269,8 +365,9 @@ func (c *Cluster) KillMaster(i int) {
 	c.Net.Heal(faultnet.Any, n.name)
 }
 
-// RestartMaster starts master i again on its address; the cluster goes
-// through recovery with the storages that reconnect.
+// RestartMaster starts master i again on its address. Alone, it goes
+// through recovery with the storages that reconnect; with other masters, it
+// joins the election or the running primary as a secondary.
 func (c *Cluster) RestartMaster(i int) error {
 	n := c.masters[i]
 	if n.running() {
@@ -490,7 +587,7 @@ const stopTimeout = 10 * time.Second
 // STOPPING") and waits for the masters to end; Close then stops what is
 // left.
 func (c *Cluster) stopCluster() {
-	if !c.admin.running() || len(c.masters) == 0 || !c.masters[0].running() {
+	if !c.admin.running() || !c.anyMasterRunning() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
@@ -508,6 +605,53 @@ func (c *Cluster) stopCluster() {
 			return
 		}
 	}
+}
+
+func (c *Cluster) anyMasterRunning() bool {
+	for _, m := range c.masters {
+		if m.running() {
+			return true
+		}
+	}
+	return false
+}
+
+// Stop stops the cluster as neoctl does ("set cluster STOPPING" through the
+// admin) and waits until every node ended. It fails if the request fails,
+// if a node still runs when ctx ends, or if a node's Run returned an error.
+// Close, later, has nothing more to do than forget the cluster.
+func (c *Cluster) Stop(ctx context.Context) error {
+	if c.admin == nil {
+		return errors.New("cluster: Stop needs the admin node")
+	}
+	var out strings.Builder
+	if err := ctl.Run(ctx, c.admin.addr, c.TLS, []string{"set", "cluster", "STOPPING"}, &out); err != nil {
+		return fmt.Errorf("cluster: set cluster STOPPING: %w %s", err, out.String())
+	}
+	var errs []error
+	for _, n := range c.all() {
+		if n.done == nil {
+			continue
+		}
+		select {
+		case <-n.done:
+			if n.err != nil {
+				errs = append(errs, fmt.Errorf("cluster: %s: %w", n.name, n.err))
+			}
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("cluster: %s still runs after STOPPING: %w", n.name, ctx.Err()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) all() []*node {
+	var all []*node
+	all = append(all, c.storages...)
+	if c.admin != nil {
+		all = append(all, c.admin)
+	}
+	return append(all, c.masters...)
 }
 
 // WaitRunning waits until the cluster is RUNNING and every storage that
