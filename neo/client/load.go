@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
 )
@@ -343,32 +344,113 @@ func (i *iterator) NextTxn(ctx context.Context) (*zodb.TxnInfo, zodb.IDataIterat
 	return txnInfoOf(info), &dataIter{c: i.c, tid: info.Tid, oids: oids}, nil
 }
 
+// prefetchDepth is how many loads of its transaction's records a data
+// iterator keeps in flight: an iteration is bound by throughput, not by
+// the round trip of each record.
+const prefetchDepth = 32
+
+// prefetch is a load sent ahead of NextData; call nil: to be loaded the
+// ordinary way when its turn comes.
+type prefetch struct {
+	oid  zodb.Oid
+	call *neonet.Call
+}
+
 type dataIter struct {
-	c    *Client
-	tid  zodb.Tid
-	oids []zodb.Oid
+	c        *Client
+	tid      zodb.Tid
+	oids     []zodb.Oid // not sent yet
+	inflight []prefetch // in oid order, before oids
+}
+
+// startLoads sends the next loads until prefetchDepth are in flight, each
+// to one readable cell of its partition. A load that cannot be sent now
+// is left to the ordinary path (read), which retries and reports.
+func (d *dataIter) startLoads(ctx context.Context) {
+	for len(d.inflight) < prefetchDepth && len(d.oids) > 0 {
+		oid := d.oids[0]
+		d.oids = d.oids[1:]
+		pf := prefetch{oid: oid}
+		if p, err := d.c.partition(uint64(oid)); err == nil {
+			if cells, _ := d.c.readCandidates(p); len(cells) > 0 {
+				if link, err := d.c.storage(ctx, cells[0]); err == nil {
+					pf.call, _ = link.Start(ctx, &proto.AskObject{Oid: oid, At: d.tid, Before: zodb.InvalidTid})
+				}
+			}
+		}
+		d.inflight = append(d.inflight, pf)
+	}
+}
+
+// takeLoad returns the answer of a prefetched load, or falls back to the
+// ordinary path when it was not sent, failed or is refused.
+func (d *dataIter) takeLoad(ctx context.Context, pf prefetch) ([]byte, zodb.Tid, error) {
+	if pf.call != nil {
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if d.c.cfg.ReadTimeout > 0 {
+			wctx, cancel = context.WithTimeout(ctx, d.c.cfg.ReadTimeout)
+		}
+		m, err := pf.call.Wait(wctx)
+		cancel()
+		if err == nil && checkObject(m) == nil {
+			a := m.(*proto.AnswerObject)
+			if a.Oid == pf.oid && a.Serial == d.tid {
+				var data []byte // nil: a deletion record
+				switch {
+				case !a.Compression.Ok:
+				case a.Compression.V == 0:
+					data = bytes.Clone(a.Data)
+					if data == nil {
+						data = []byte{}
+					}
+				default:
+					data, err = inflate(a.Compression.V, a.Data)
+				}
+				dataTid := a.DataSerial
+				pf.call.Release()
+				if err != nil {
+					return nil, 0, fmt.Errorf("object %v at %v: %w", pf.oid, d.tid, err)
+				}
+				return data, dataTid, nil
+			}
+		}
+		pf.call.Release()
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		// Errors (no data, a storage down, a bad answer, ...) are
+		// handled, and reported, by the ordinary path.
+	}
+	data, a, err := d.c.loadSerial(ctx, pf.oid, d.tid)
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, a.DataSerial, nil
 }
 
 func (d *dataIter) NextData(ctx context.Context) (*zodb.DataInfo, error) {
-	for len(d.oids) > 0 {
-		oid := d.oids[0]
-		d.oids = d.oids[1:]
-		data, a, err := d.c.loadSerial(ctx, oid, d.tid)
+	for {
+		d.startLoads(ctx)
+		if len(d.inflight) == 0 {
+			return nil, io.EOF
+		}
+		pf := d.inflight[0]
+		d.inflight[0] = prefetch{}
+		d.inflight = d.inflight[1:]
+		data, dataTid, err := d.takeLoad(ctx, pf)
 		if err != nil {
 			var nd *zodb.NoDataError
 			var no *zodb.NoObjectError
 			if errors.As(err, &nd) || errors.As(err, &no) {
 				continue // packed away, or only checked by the transaction
 			}
-			return nil, d.c.opError("iterate", zodb.Xid{Oid: oid, At: d.tid}, err)
+			return nil, d.c.opError("iterate", zodb.Xid{Oid: pf.oid, At: d.tid}, err)
 		}
-		dataTid := a.DataSerial
 		if dataTid == zodb.InvalidTid {
 			dataTid = 0
 		}
-		return &zodb.DataInfo{Oid: oid, Tid: d.tid, Data: data, DataTid: dataTid}, nil
+		return &zodb.DataInfo{Oid: pf.oid, Tid: d.tid, Data: data, DataTid: dataTid}, nil
 	}
-	return nil, io.EOF
 }
 
 // UndoLog returns descriptions of undoable transactions, newest first.
