@@ -223,7 +223,9 @@ type Core struct {
 	packs          *packManager
 	oldPacks       []*oldPackRequest
 	exiting        bool
-	forceShutdown  bool // STOPPING: no longer operational, stop without waiting
+	stopDeadline   time.Time      // STOPPING: when the wait for the masters not told ends (zero: not waiting yet)
+	stopTold       map[*node]bool // STOPPING: masters told that the cluster stops
+	forceShutdown  bool           // STOPPING: no longer operational, stop without waiting
 	runningDelayed bool
 	updatable      map[cellKey]bool // cells allowed to become UP_TO_DATE (§7.6)
 	afterAnswer    func()           // run after an admin request is answered
@@ -250,6 +252,7 @@ func newCore(cfg coreConfig, now time.Time) *Core {
 		packs:       newPackManager(),
 		dials:       map[uint64]*node{},
 		dialing:     map[*node]bool{},
+		stopTold:    map[*node]bool{},
 	}
 	c.baseLog = logger
 	c.tm = newTxnManager(c)
@@ -442,6 +445,9 @@ func (c *Core) recv(ev EvRecv) {
 		if ri, ok := ev.Msg.(*proto.RequestIdentification); ok {
 			if c.role == roleSecondary {
 				c.secondaryIdentify(p, ev.MsgID, ri)
+				return
+			}
+			if c.stoppingIdentify(p, ev.MsgID, ri) {
 				return
 			}
 			c.identify(p, ev.MsgID, ri)

@@ -161,6 +161,19 @@ func (c *Core) becomeSecondary(n *node, link LinkID) {
 	c.delayed = nil
 	c.tm.reset()
 	c.primaryTried = map[proto.Address]bool{c.cfg.Addr: true}
+	if link == 0 {
+		// The link this master opened to the winner for the election
+		// is kept: the winner accepts the identification sent there.
+		// Dialing it again would be throttled (neonet's ConnectLimit),
+		// leaving this master unidentified for a while.
+		for id, p := range c.peers {
+			if p.outgoing && p.node == n && !p.closing {
+				link = id
+				c.primaryLink = id
+				break
+			}
+		}
+	}
 	for id, p := range c.peers {
 		if id == link {
 			continue
@@ -323,12 +336,15 @@ func (c *Core) fromMaster(p *peer, ev EvRecv) {
 			c.followNodes(m)
 		}
 	case *proto.NotifyClusterInformation:
+		// Only a primary that accepted this master sends it; its answer
+		// to the identification may not have been handled yet.
+		if m.State == proto.ClusterStopping && (c.role == roleSecondary || c.electing()) {
+			c.log.Info("the cluster stops")
+			c.exit()
+			return
+		}
 		if c.role == roleSecondary && p.id == c.primaryLink {
 			c.state = m.State
-			if m.State == proto.ClusterStopping {
-				c.log.Info("the cluster stops")
-				c.exit()
-			}
 		}
 	case *proto.FlushLog:
 	default:

@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -158,15 +159,44 @@ func TestElection(t *testing.T) {
 	_ = m2
 }
 
-// neoctl set cluster STOPPING on the primary stops the secondaries too.
+// neoctl set cluster STOPPING on the primary stops the secondaries too
+// (§6.11): every master's Run returns nil, none takes over.
 func TestElectionStop(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d masters", n), func(t *testing.T) {
+			for i := range 3 {
+				t.Run(fmt.Sprint(i), func(t *testing.T) { testElectionStop(t, n) })
+			}
+		})
+	}
+}
+
+func testElectionStop(t *testing.T, n int) {
 	ctx := testCtx(t)
-	addrs := freeAddrs(t, 2)
-	m1 := runMaster(t, ctx, addrs[0], addrs)
-	waitProbe(t, ctx, addrs[0], "primary")
-	m2 := runMaster(t, ctx, addrs[1], addrs)
-	waitProbe(t, ctx, addrs[1], addrs[0])
-	a := dialPeer(t, ctx, addrs[0], "A", &proto.RequestIdentification{
+	addrs := freeAddrs(t, n)
+	var ms []*runningMaster
+	for _, a := range addrs {
+		ms = append(ms, runMaster(t, ctx, a, addrs))
+	}
+	// Whoever wins, every secondary points to the same primary.
+	var primary string
+	for primary == "" {
+		for _, a := range addrs {
+			if r, err := probe(ctx, a); err == nil && r == "primary" {
+				primary = a
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no primary")
+		}
+	}
+	for _, a := range addrs {
+		if a != primary {
+			waitProbe(t, ctx, a, primary)
+		}
+	}
+	waitProbe(t, ctx, primary, "primary")
+	a := dialPeer(t, ctx, primary, "A", &proto.RequestIdentification{
 		NodeType: proto.Admin, Address: proto.Some(proto.Address{Host: "127.0.0.1", Port: 3}), ClusterName: "test", Extra: proto.Dict{}})
 	go func() {
 		for {
@@ -179,15 +209,16 @@ func TestElectionStop(t *testing.T) {
 	if e, ok := ackOf(err); !ok || e.Code != proto.Ack {
 		t.Fatalf("stop: %v", err)
 	}
-	for _, r := range []*runningMaster{m1, m2} {
+	for i, r := range ms {
 		select {
 		case err := <-r.done:
 			if err != nil {
-				t.Errorf("Run: %v", err)
+				t.Errorf("Run of %s: %v", addrs[i], err)
 			}
 			r.done <- nil
 		case <-ctx.Done():
-			t.Fatalf("master did not stop")
+			st, _ := probe(context.Background(), addrs[i])
+			t.Fatalf("master %s did not stop (it answers %q)", addrs[i], st)
 		}
 	}
 }

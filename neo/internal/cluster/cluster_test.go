@@ -123,9 +123,18 @@ func TestManualStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("waiting for RECOVERING: %v", err)
 	}
-	var out strings.Builder
-	if err := ctl.Run(ctx, c.AdminAddr(), nil, []string{"start"}, &out); err != nil {
-		t.Fatalf("neoctl start: %v %s", err, out.String())
+	// The master refuses while it still asks the storage for its
+	// partition table ("node S1 is entering cluster"): asked again.
+	for {
+		var out strings.Builder
+		err := ctl.Run(ctx, c.AdminAddr(), nil, []string{"start"}, &out)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "is entering cluster") || ctx.Err() != nil {
+			t.Fatalf("neoctl start: %v %s", err, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if err := c.WaitRunning(ctx); err != nil {
 		t.Fatalf("after neoctl start: %v", err)
