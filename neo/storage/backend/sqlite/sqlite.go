@@ -208,6 +208,12 @@ func Open(ctx context.Context, database string, opt Options) (_ *DB, err error) 
 	if !slices.ContainsFunc(pragmas, func(p [2]string) bool { return p[0] == "journal_mode" }) {
 		pragmas = append([][2]string{{"journal_mode", "WAL"}, {"synchronous", "FULL"}}, pragmas...)
 	}
+	// Each operation runs in a savepoint (see begin) whose journal of the
+	// pages it changes is, by default, kept in memory by 64 KiB chunks,
+	// which this SQLite allocates and frees with mmap and munmap for every
+	// operation: with temporary storage in memory, the chunks are of 1 KiB,
+	// from its ordinary heap.
+	pragmas = append([][2]string{{"temp_store", "MEMORY"}}, pragmas...)
 	for _, p := range pragmas {
 		if err := db.exec(ctx, "PRAGMA "+p[0]+" = "+p[1]); err != nil {
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
