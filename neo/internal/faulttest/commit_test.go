@@ -2,8 +2,10 @@ package faulttest
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
+	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
 )
@@ -105,3 +107,62 @@ func TestStorageLostReplicating(t *testing.T) {
 }
 
 var _ zodb.Tid
+
+// TestStoragesLostInTurn loses S1, commits on S2 alone, then loses S2 too:
+// the partition table is no longer operational and the cluster goes back
+// to RECOVERING, S2's cells kept readable as the last copies (§6.10). S1
+// comes back first: its own copy of the partition table is older (it
+// missed the change that made its cells OUT_OF_DATE) and shows them
+// UP_TO_DATE. Starting with S1 alone would serve a database without the
+// commits acknowledged while it was away; the cluster must wait for S2,
+// whose table is newer, then run with S1 catching up.
+func TestStoragesLostInTurn(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl := c.client("C1")
+	w := newWorkload(t, cl, 4)
+	w.commitN(t, cl, 2)
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	w.commitN(t, cl, 3) // on S2 alone
+	c.kill(c.storages[1])
+	s := c.waitFor("RECOVERING", func(s *state) bool { return s.cluster == proto.ClusterRecovering })
+	t.Logf("both lost: %v", s)
+	cl.Close()
+
+	// Order of events: the cluster leaving recovery, S2 answering it.
+	var seq atomic.Int32
+	var verifyingAt, s2At atomic.Int32
+	verifying := c.net.OnPacket("M1", "S1", proto.CodeNotifyClusterInformation, func(p faultnet.Packet) bool {
+		if m, err := p.Decode(); err != nil || m.(*proto.NotifyClusterInformation).State != proto.ClusterVerifying {
+			return false
+		}
+		verifyingAt.Store(seq.Add(1))
+		return true
+	})
+	defer verifying.Stop()
+	s2answer := c.net.OnPacket("S2", "M1", proto.CodeAnswerRecovery, func(faultnet.Packet) bool {
+		s2At.Store(seq.Add(1))
+		return true
+	})
+	defer s2answer.Stop()
+	s1pt := c.net.OnPacket("S1", "M1", proto.CodeAnswerPartitionTable, func(faultnet.Packet) bool { return true })
+	c.restartStorage(0)
+	waitFired(t, s1pt, "S1's AnswerPartitionTable")
+	c.waitFor("S1 known to the admin", func(s *state) bool {
+		return s.nodes["S1"] == proto.NodePending || s.cluster != proto.ClusterRecovering
+	})
+	c.restartStorage(1)
+	c.waitRunning()
+	if v, w := verifyingAt.Load(), s2At.Load(); v != 0 && (w == 0 || v < w) {
+		t.Errorf("the cluster left recovery with S1 alone, whose stale table shows its cells UP_TO_DATE: the commits made without it are not served")
+	}
+	s = c.waitUpToDate()
+	t.Logf("S2 back: %v", s)
+	w.verify(t, c)
+	cl = c.client("C2")
+	if _, err := w.commitRetry(t.Context(), cl); err != nil {
+		t.Error(err)
+	}
+	w.verify(t, c)
+	compareDatabases(t, c)
+}

@@ -313,3 +313,26 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round, mode int, from, t
 	}
 	t.Logf("round %d: %d transactions, %d locked on a storage at the crash", round, len(h), len(locked))
 }
+
+// TestRestartOutdatedStorage stops the cluster while S1 is out of date
+// (it missed commits while it was down), then starts every node again:
+// recovery adopts S2's newer partition table, S1's cells are OUT_OF_DATE,
+// and S1 must fetch what it missed before it is UP_TO_DATE.
+func TestRestartOutdatedStorage(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl := c.client("C1")
+	w := newWorkload(t, cl, 4)
+	w.commitN(t, cl, 2)
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	w.commitN(t, cl, 3) // S1 misses these
+	cl.Close()
+	c.stopCluster()
+
+	c.restartAll()
+	s := c.waitRunning()
+	t.Logf("restarted: %v", s)
+	s = c.waitUpToDate()
+	w.verify(t, c)
+	compareDatabases(t, c)
+}
