@@ -166,3 +166,55 @@ func TestStoragesLostInTurn(t *testing.T) {
 	w.verify(t, c)
 	compareDatabases(t, c)
 }
+
+// TestSourceLostReplicating loses S2 while S1 fetches from it (S1's cells
+// OUT_OF_DATE, S2 the only readable copy): the cluster goes back to
+// RECOVERING and must not start with S1 alone; once S2 is back, S1
+// finishes catching up.
+func TestSourceLostReplicating(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl := c.client("C1")
+	w := newWorkload(t, cl, 4)
+	w.commitN(t, cl, 2)
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	w.commitN(t, cl, 5)
+	cl.Close()
+
+	trig := c.strike("S1", "S2", proto.CodeAskFetchObjects, 1, "S2")
+	c.restartStorage(0)
+	waitFired(t, trig, "S1 fetching objects from S2")
+	c.kill(c.storages[1])
+	c.waitFor("RECOVERING", func(s *state) bool { return s.cluster == proto.ClusterRecovering })
+	// S1 is connected and pending; the cluster must wait for S2: it may
+	// leave recovery only after S2 answered it.
+	var seq, verifyingAt, s2At atomic.Int32
+	verifying := c.net.OnPacket("M1", "S1", proto.CodeNotifyClusterInformation, func(p faultnet.Packet) bool {
+		if m, err := p.Decode(); err != nil || m.(*proto.NotifyClusterInformation).State != proto.ClusterVerifying {
+			return false
+		}
+		verifyingAt.Store(seq.Add(1))
+		return true
+	})
+	defer verifying.Stop()
+	s2answer := c.net.OnPacket("S2", "M1", proto.CodeAnswerRecovery, func(faultnet.Packet) bool {
+		s2At.Store(seq.Add(1))
+		return true
+	})
+	defer s2answer.Stop()
+	c.waitFor("S1 PENDING", func(s *state) bool {
+		return s.nodes["S1"] == proto.NodePending || s.cluster != proto.ClusterRecovering
+	})
+	c.restartStorage(1)
+	c.waitRunning()
+	if v, w := verifyingAt.Load(), s2At.Load(); v != 0 && (w == 0 || v < w) {
+		t.Errorf("the cluster left recovery with S1 alone, out of date")
+	}
+	c.waitUpToDate()
+	cl = c.client("C2")
+	if _, err := w.commitRetry(t.Context(), cl); err != nil {
+		t.Error(err)
+	}
+	w.verify(t, c)
+	compareDatabases(t, c)
+}
