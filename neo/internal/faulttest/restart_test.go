@@ -154,7 +154,7 @@ var crashModeNames = []string{"kill all", "kill the master", "kill all while S1 
 // the tid the master gave it; others are there whole or not at all; the
 // replicas end equal.
 func TestCrashRestart(t *testing.T) {
-	rounds := 4
+	rounds := 6
 	if *soak {
 		rounds = 40
 	}
@@ -290,6 +290,29 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round, mode int, from, t
 	w.mu.Unlock()
 
 	if mode != crashMaster {
+		// Every other round, the restarted cluster is killed again in
+		// verification, before or after the replay of locked
+		// transactions, and restarted once more.
+		if round%2 == 1 {
+			point := proto.CodeAskLockedTransactions
+			if round%4 == 3 {
+				point = proto.CodeAskLastIDs
+			}
+			again := c.net.OnPacket("M1", faultnet.Any, point, func(faultnet.Packet) bool {
+				for _, n := range all {
+					c.net.Isolate(n)
+				}
+				return true
+			})
+			c.restartAll()
+			info, _ := proto.Info(point)
+			waitFired(t, again, "verification ("+info.Name+")")
+			for _, n := range c.allNodes() {
+				c.stop(n)
+			}
+			c.net.HealAll()
+			t.Logf("round %d: killed again at %s", round, info.Name)
+		}
 		c.restartAll()
 	}
 	c.waitRunning()
