@@ -3,6 +3,7 @@ package faulttest
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,6 +101,21 @@ func TestCheckReplicas(t *testing.T) {
 		}
 	case <-time.After(waitTimeout):
 		t.Fatalf("no NotifyPartitionCorrupted after neoctl check")
+	}
+
+	// Without a reference, every replica of the partition differs from
+	// "none": both are reported.
+	if out, err := c.ctl("check", fmt.Sprintf("%d:", partB)); err != nil {
+		t.Fatalf("neoctl check %d: %v %s", partB, err, out)
+	}
+	select {
+	case r := <-reports:
+		nids := slices.Sorted(slices.Values(r.NIDs))
+		if r.Partition != partB || !slices.Equal(nids, slices.Sorted(slices.Values([]proto.NodeID{s1, s2}))) {
+			t.Errorf("check without reference: NotifyPartitionCorrupted(%d, %v), want (%d, [%v %v])", r.Partition, r.NIDs, partB, s1, s2)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("no NotifyPartitionCorrupted after neoctl check without reference")
 	}
 
 	st := c.waitRunning()
