@@ -93,6 +93,10 @@ type Cluster struct {
 	opt    Options
 	mu     sync.Mutex
 	closed bool
+
+	// nodeMu guards the fields of nodes that a restart changes (done,
+	// cancel, m) for MasterStatus, which may run in other goroutines.
+	nodeMu sync.Mutex
 }
 
 // node is one running master, storage or admin.
@@ -235,8 +239,11 @@ func logLevel(l *slog.Level) slog.Level {
 // run starts a node's Run in a goroutine whose end is reported on n.done.
 func (c *Cluster) run(n *node, f func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.nodeMu.Lock()
 	n.cancel = cancel
-	n.done = make(chan struct{})
+	n.done = done
+	c.nodeMu.Unlock()
 	db := n.db
 	go func() {
 		err := f(ctx)
@@ -246,7 +253,7 @@ func (c *Cluster) run(n *node, f func(context.Context) error) {
 			}
 		}
 		n.err = err
-		close(n.done)
+		close(done)
 	}()
 }
 
@@ -266,7 +273,9 @@ func (c *Cluster) startMaster(n *node) error {
 		return fmt.Errorf("master %s: %w", n.name, err)
 	}
 	n.addr = m.Addr()
+	c.nodeMu.Lock()
 	n.m = m
+	c.nodeMu.Unlock()
 	c.run(n, func(ctx context.Context) error { return m.Run(ctx) })
 	return nil
 }
@@ -301,10 +310,18 @@ func (c *Cluster) MasterName(i int) string { return c.masters[i].name }
 // reports; the zero Status (Running false) when it does not run.
 func (c *Cluster) MasterStatus(i int) master.Status {
 	n := c.masters[i]
-	if !n.running() || n.m == nil {
+	c.nodeMu.Lock()
+	m, done := n.m, n.done
+	c.nodeMu.Unlock()
+	if m == nil || done == nil {
 		return master.Status{}
 	}
-	return n.m.Status()
+	select {
+	case <-done:
+		return master.Status{}
+	default:
+	}
+	return m.Status()
 }
 
 // Primary returns the index of the master that plays the primary role and
