@@ -534,17 +534,6 @@ func waitFired(t *testing.T, trig *faultnet.Trigger, what string) {
 	}
 }
 
-// storageIndex returns the index of a storage by name.
-func (c *tcluster) storageIndex(name string) int {
-	for i, n := range c.storages {
-		if n.name == name {
-			return i
-		}
-	}
-	c.t.Fatalf("no storage %s", name)
-	return -1
-}
-
 // watchOutdated records whether the master told the admin that a cell of
 // nid became OUT_OF_DATE.
 func (c *tcluster) watchOutdated(nid proto.NodeID) *faultnet.Trigger {

@@ -355,7 +355,7 @@ func TestRestartOutdatedStorage(t *testing.T) {
 	c.restartAll()
 	s := c.waitRunning()
 	t.Logf("restarted: %v", s)
-	s = c.waitUpToDate()
+	c.waitUpToDate()
 	w.verify(t, c)
 	compareDatabases(t, c)
 }
