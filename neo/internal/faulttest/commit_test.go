@@ -218,3 +218,59 @@ func TestSourceLostReplicating(t *testing.T) {
 	w.verify(t, c)
 	compareDatabases(t, c)
 }
+
+// TestStorageLostLockless holds S1 in replication (what S2 sends it is
+// blackholed) so that a commit stores on S1 without locks (its cells
+// OUT_OF_DATE, answers ZERO_TID), then loses S1 at that commit's vote.
+// The commit is acknowledged from S2's locks; S1, back, catches up.
+func TestStorageLostLockless(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl := c.client("C1")
+	w := newWorkload(t, cl, 4)
+	w.commitN(t, cl, 2)
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	w.commitN(t, cl, 2)
+
+	hold := c.net.OnPacket("S1", "S2", proto.CodeAskFetchTransactions, func(faultnet.Packet) bool {
+		c.net.Blackhole("S2", "S1")
+		return true
+	})
+	c.restartStorage(0)
+	waitFired(t, hold, "S1 replicating")
+	c.waitFor("S1 RUNNING, replicating", func(s *state) bool { return s.nodes["S1"] == proto.NodeRunning })
+	var lockless, locked atomic.Int32
+	answers := c.net.OnPacket("S1", "C1", proto.CodeAnswerStoreObject, func(p faultnet.Packet) bool {
+		if m, err := p.Decode(); err == nil {
+			if m.(*proto.AnswerStoreObject).Conflict == 0 {
+				lockless.Add(1)
+			} else {
+				locked.Add(1)
+			}
+		}
+		return false
+	})
+	trig := c.strike("C1", "S1", proto.CodeAskStoreTransaction, 1, "S1")
+	res := make(chan error, 1)
+	go func() {
+		_, err := w.commit(context.Background(), cl)
+		res <- err
+	}()
+	waitFired(t, trig, "the vote of a lockless commit on S1")
+	answers.Stop()
+	if lockless.Load() == 0 || locked.Load() != 0 {
+		t.Errorf("S1 answered %d stores without lock and %d otherwise, want all without lock", lockless.Load(), locked.Load())
+	}
+	c.kill(c.storages[0])
+	c.net.Heal("S2", "S1")
+	if err := <-res; err != nil {
+		t.Errorf("commit with S1 (lockless) lost at vote: %v", err)
+	}
+	c.waitOutdated("S1")
+	c.restartStorage(0)
+	c.waitRunning()
+	c.waitUpToDate()
+	w.commitN(t, cl, 1)
+	w.verify(t, c)
+	compareDatabases(t, c)
+}
