@@ -359,3 +359,52 @@ func TestRestartOutdatedStorage(t *testing.T) {
 	w.verify(t, c)
 	compareDatabases(t, c)
 }
+
+// TestStopDuringCommit asks the cluster to stop while a transaction is
+// voted: as NEO/py, the master waits for it to finish (new transactions
+// are held), the client's finish commits it, then every node stops; the
+// restarted cluster has it.
+func TestStopDuringCommit(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	cl := c.client("C1")
+	w := newWorkload(t, cl, 4)
+	w.commitN(t, cl, 2)
+	ctx := t.Context()
+	x, err := w.begin(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Vote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.ctl("set", "cluster", "STOPPING"); err != nil {
+		t.Fatalf("set cluster STOPPING: %v %s", err, out)
+	}
+	c.waitFor("STOPPING", func(s *state) bool { return s.cluster == proto.ClusterStopping })
+	fctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	tid, err := x.finishOnly(fctx)
+	cancel()
+	if err != nil {
+		t.Errorf("finish of a transaction voted before STOPPING: %v (NEO/py waits for it)", err)
+	}
+	deadline := time.After(waitTimeout)
+	for _, n := range c.allNodes() {
+		select {
+		case <-n.done:
+			if n.err != nil {
+				t.Errorf("%s: Run after STOPPING: %v", n.name, n.err)
+			}
+		case <-deadline:
+			t.Fatalf("%s still running %v after STOPPING and the last finish", n.name, waitTimeout)
+		}
+	}
+	cl.Close()
+	c.restartAll()
+	c.waitRunning()
+	c.waitUpToDate()
+	h := w.verify(t, c)
+	if got, ok := h.tidOf(x.seq); err == nil && (!ok || got != tid) {
+		t.Errorf("txn %d finished as %v during STOPPING: after the restart %v %v", x.seq, tid, got, ok)
+	}
+	compareDatabases(t, c)
+}
