@@ -38,6 +38,7 @@ func TestStorageLostInCommit(t *testing.T) {
 			w := newWorkload(t, cl, 4)
 			w.commitN(t, cl, 3)
 
+			stopReader := w.reader(t, c.client("R1"))
 			trig := c.strike(tc.from, tc.to, tc.code, tc.nth, "S1")
 			res := make(chan error, 1)
 			go func() {
@@ -55,6 +56,7 @@ func TestStorageLostInCommit(t *testing.T) {
 			c.waitRunning()
 			c.waitUpToDate()
 			w.commitN(t, cl, 1)
+			t.Logf("%d consistent snapshots read meanwhile", stopReader())
 			w.verify(t, c)
 			compareDatabases(t, c)
 		})
@@ -87,6 +89,7 @@ func TestStorageLostReplicating(t *testing.T) {
 			n++
 		}
 	}()
+	stopReader := w.reader(t, c.client("R1"))
 	trig := c.strike("S1", "S2", proto.CodeAskFetchObjects, 1, "S1")
 	c.restartStorage(0)
 	waitFired(t, trig, "S1 fetching objects from S2")
@@ -100,7 +103,7 @@ func TestStorageLostReplicating(t *testing.T) {
 	for _, err := range errs {
 		t.Errorf("background commit: %v", err)
 	}
-	t.Logf("%d background commits", n)
+	t.Logf("%d background commits, %d consistent snapshots read meanwhile", n, stopReader())
 	w.commitN(t, cl, 1)
 	w.verify(t, c)
 	compareDatabases(t, c)
@@ -232,6 +235,7 @@ func TestStorageLostLockless(t *testing.T) {
 	c.waitOutdated("S1")
 	w.commitN(t, cl, 2)
 
+	stopReader := w.reader(t, c.client("R1"))
 	hold := c.net.OnPacket("S1", "S2", proto.CodeAskFetchTransactions, func(faultnet.Packet) bool {
 		c.net.Blackhole("S2", "S1")
 		return true
@@ -271,6 +275,7 @@ func TestStorageLostLockless(t *testing.T) {
 	c.waitRunning()
 	c.waitUpToDate()
 	w.commitN(t, cl, 1)
+	t.Logf("%d consistent snapshots read meanwhile", stopReader())
 	w.verify(t, c)
 	compareDatabases(t, c)
 }

@@ -397,3 +397,54 @@ func (w *workload) waitAcked(t *testing.T, n int) {
 		}
 	}
 }
+
+// reader reads the whole group at the last tid again and again, until
+// stop, checking that every snapshot holds one transaction's data for
+// every object (each transaction writes the whole group). stop returns
+// the number of consistent snapshots read and reports torn ones.
+func (w *workload) reader(t *testing.T, cl *client.Client) (stop func() int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var n int
+	var torn []string
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			head, err := cl.LastTid(ctx)
+			if err != nil || head == 0 {
+				continue
+			}
+			seqs := map[int]bool{}
+			ok := true
+			for _, oid := range w.oids {
+				b, _, _, err := cl.Load(ctx, zodb.Xid{Oid: oid, At: head})
+				if err != nil {
+					ok = false // unavailable meanwhile: not a snapshot
+					break
+				}
+				seq, _, err := parseData(b)
+				if err != nil {
+					torn = append(torn, err.Error())
+					ok = false
+					break
+				}
+				seqs[seq] = true
+			}
+			if !ok {
+				continue
+			}
+			if len(seqs) != 1 {
+				torn = append(torn, fmt.Sprintf("snapshot at %v holds the data of txns %v", head, slices.Sorted(maps.Keys(seqs))))
+			}
+			n++
+		}
+	}()
+	return func() int {
+		cancel()
+		<-done
+		for _, s := range torn {
+			t.Errorf("torn read: %s", s)
+		}
+		return n
+	}
+}
