@@ -95,6 +95,10 @@ func (c *Core) setClusterState(state proto.ClusterState) proto.Msg {
 			}
 		}
 		c.startupAllowed = true
+		if c.pt.PTid < c.minPTid {
+			c.log.Warn("starting from an older partition table than this master had, as the operator asks", "ptid", c.pt.PTid, "had", c.minPTid)
+		}
+		c.minPTid = 0
 	case proto.ClusterStartingBackup:
 		if c.tm.hasPending() || len(c.clients()) > 0 {
 			return denied("Can not switch to %s state with pending transactions or connected clients", state)

@@ -192,8 +192,13 @@ type Core struct {
 	ptExtra map[proto.NodeID]bool // storages added to the table's nodes without cells yet
 
 	startupAllowed bool
-	truncateTid    zodb.Tid // zodb.InvalidTid: none
-	backupTid      zodb.Tid // zodb.InvalidTid: not in backup mode
+	// minPTid is the newest partition table this master has had: after a
+	// failure, recovery does not start from a storage's older table, whose
+	// cells may claim data that storage missed (§6.4 as NEO/py would
+	// allow it). neoctl start lifts it.
+	minPTid     proto.PTid
+	truncateTid zodb.Tid // zodb.InvalidTid: none
+	backupTid   zodb.Tid // zodb.InvalidTid: not in backup mode
 
 	phase     uint64 // incremented on every cluster state change
 	operation uint64 // incremented whenever operation stops

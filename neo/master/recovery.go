@@ -17,6 +17,9 @@ type recovery struct {
 
 // startRecovery enters RECOVERING with an empty partition table.
 func (c *Core) startRecovery() {
+	if c.pt != nil && c.pt.PTid > c.minPTid {
+		c.minPTid = c.pt.PTid
+	}
 	c.pt = pt.New(c.cfg.Partitions, c.cfg.Replicas)
 	c.ptExtra = map[proto.NodeID]bool{}
 	c.updatable = nil
@@ -134,6 +137,11 @@ func (c *Core) linkAsking(n *node) bool {
 // recoveryCheck leaves RECOVERING when the conditions of §6.4 are met.
 // It reports whether the state changed.
 func (c *Core) recoveryCheck() bool {
+	if c.pt.PTid < c.minPTid {
+		// Only older tables so far (or none): a storage that was out of
+		// date when operation stopped would be taken for up to date.
+		return false
+	}
 	var candidates []*node
 	if c.pt.Filled() {
 		candidates = c.operationalPendingNodes()
