@@ -386,7 +386,7 @@ func (c *Core) followNodes(m *proto.NotifyNodeInformation) {
 		if x.Type != proto.Master {
 			continue
 		}
-		if x.NID == c.self.nid {
+		if x.Addr.Ok && x.Addr.V == c.cfg.Addr || x.NID == c.self.nid && !x.Addr.Ok {
 			if x.State == proto.NodeDown || x.State == proto.NodeUnknown {
 				c.log.Info("told to stop by the primary master")
 				c.exit()
@@ -394,12 +394,23 @@ func (c *Core) followNodes(m *proto.NotifyNodeInformation) {
 			}
 			continue
 		}
+		if x.NID == c.self.nid {
+			// Another master's old entry with this master's id (ids
+			// of masters change when a primary is elected).
+			continue
+		}
+		// Masters are known by address: an id may have moved from
+		// one master to another.
 		var n *node
-		if x.NID != proto.NoNode {
+		if x.Addr.Ok {
+			n = c.nodeByAddr(x.Addr.V)
+		} else if x.NID != proto.NoNode {
 			n = c.nodeByID(x.NID)
 		}
-		if n == nil && x.Addr.Ok {
-			n = c.nodeByAddr(x.Addr.V)
+		if x.NID != proto.NoNode {
+			if o := c.nodeByID(x.NID); o != nil && o != n && o != c.self {
+				o.nid = proto.NoNode
+			}
 		}
 		if x.State == proto.NodeUnknown {
 			if n != nil && n != c.primary {

@@ -100,7 +100,10 @@ func (c *Core) storageRecv(n *node, ev EvRecv) {
 	switch m := ev.Msg.(type) {
 	case *proto.NotifyReady:
 		if c.state != proto.ClusterRunning && c.state != proto.ClusterStopping {
-			c.unexpected(ev)
+			// Sent before the storage got the StopOperation of an
+			// operation that ended meanwhile: stale, not an error
+			// (NEO/py drops the link, and the storage reconnects).
+			c.log.Info("ignored NotifyReady of a stopped operation", "storage", n.nid, "state", c.state)
 			return
 		}
 		c.setStorageReady(n)
