@@ -129,10 +129,10 @@ var replicationPoints = []struct {
 	from, to string
 	code     uint16
 }{
-	{"S1", "S2", proto.CodeAskFetchTransactions},
-	{"S1", "S2", proto.CodeAskFetchObjects},
-	{"S2", "S1", proto.CodeAddObject},
-	{"S2", "S1", proto.CodeAnswerFetchObjects},
+	{"S1", faultnet.Any, proto.CodeAskFetchTransactions},
+	{"S1", faultnet.Any, proto.CodeAskFetchObjects},
+	{faultnet.Any, "S1", proto.CodeAddObject},
+	{faultnet.Any, "S1", proto.CodeAnswerFetchObjects},
 	{"S1", "M1", proto.CodeNotifyReplicationDone},
 }
 
@@ -154,15 +154,23 @@ var crashModeNames = []string{"kill all", "kill the master", "kill all while S1 
 // the tid the master gave it; others are there whole or not at all; the
 // replicas end equal.
 func TestCrashRestart(t *testing.T) {
-	rounds := 6
+	testCrashRestart(t, opts{storages: 2, replicas: 1}, 6)
+}
+
+// TestCrashRestart3 is TestCrashRestart with three copies of everything.
+func TestCrashRestart3(t *testing.T) {
+	testCrashRestart(t, opts{storages: 3, replicas: 2}, 3)
+}
+
+func testCrashRestart(t *testing.T, o opts, rounds int) {
 	if *soak {
-		rounds = 40
+		rounds *= 7
 	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 
-	c := start(t, opts{storages: 2, replicas: 1})
+	c := start(t, o)
 	cl := c.client("C0")
 	w := newWorkload(t, cl, 4)
 	w.commitN(t, cl, 2)
@@ -212,7 +220,10 @@ func crashRound(t *testing.T, c *tcluster, w *workload, round, mode int, from, t
 	})
 	// C1 commits, and another client beside it.
 	clients := []*client.Client{c.client("C1"), c.client(fmt.Sprintf("C2.%d", round))}
-	all := []string{"M1", "S1", "S2", "A1"}
+	var all []string
+	for _, n := range c.allNodes() {
+		all = append(all, n.name)
+	}
 	if mode == crashMaster {
 		all = []string{"M1"}
 	}
