@@ -2,9 +2,15 @@ package faulttest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/neozodb/neo/neo/client"
 	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
@@ -276,6 +282,67 @@ func TestStorageLostLockless(t *testing.T) {
 	c.waitUpToDate()
 	w.commitN(t, cl, 1)
 	t.Logf("%d consistent snapshots read meanwhile", stopReader())
+	w.verify(t, c)
+	compareDatabases(t, c)
+}
+
+// TestStorageLostConcurrent loses S1 at a store (chosen at random,
+// seeded) while two clients commit the same objects (conflicts, waits for
+// locks, deadlock avoidance), several rounds; S1 comes back each time.
+// Commits may conflict and be retried, but none fails otherwise.
+func TestStorageLostConcurrent(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	rounds := 3
+	if *soak {
+		rounds = 20
+	}
+	c := start(t, opts{storages: 2, replicas: 1})
+	w := newWorkload(t, c.client("C0"), 4)
+	for round := range rounds {
+		clients := []*client.Client{c.client(fmt.Sprintf("C1.%d", round)), c.client(fmt.Sprintf("C2.%d", round))}
+		nth := 1 + rng.IntN(30)
+		trig := c.strike(faultnet.Any, "S1", proto.CodeAskStoreObject, nth, "S1")
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		errs := make([][]error, len(clients))
+		for i, cl := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					if _, err := w.commitRetry(ctx, cl); err != nil && ctx.Err() == nil {
+						errs[i] = append(errs[i], err)
+					}
+				}
+			}()
+		}
+		waitFired(t, trig, fmt.Sprintf("store #%d to S1", nth))
+		c.kill(c.storages[0])
+		c.waitOutdated("S1")
+		w.waitAcked(t, 2)
+		c.restartStorage(0)
+		c.waitRunning()
+		c.waitUpToDate()
+		w.waitAcked(t, 2)
+		cancel()
+		wg.Wait()
+		for i, v := range errs {
+			for _, err := range v {
+				var conflict *zodb.ConflictError
+				if !errors.As(err, &conflict) {
+					t.Errorf("round %d: client %d: %v", round, i+1, err)
+				}
+			}
+		}
+		for _, cl := range clients {
+			cl.Close()
+		}
+		if t.Failed() {
+			break
+		}
+	}
 	w.verify(t, c)
 	compareDatabases(t, c)
 }
