@@ -324,6 +324,7 @@ func (c *Core) Step(now time.Time, ev Event) []Action {
 	}
 	c.progress()
 	c.electionDial()
+	c.secondaryDial()
 	return c.flush()
 }
 

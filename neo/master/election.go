@@ -51,6 +51,16 @@ func (c *Core) electionDial() {
 	}
 }
 
+// secondaryDial keeps a secondary connected, or connecting, to the master
+// it believes primary: without a link nor an attempt to it, nothing would
+// ever happen (it would wait for a primary that waits for it).
+func (c *Core) secondaryDial() {
+	if c.role != roleSecondary || c.exiting || c.primary == nil || c.primaryLink != 0 || c.dialing[c.primary] {
+		return
+	}
+	c.dial(c.primary)
+}
+
 // dialed handles the end of a connection attempt.
 func (c *Core) dialed(ev EvDialed) {
 	n := c.dials[ev.Tag]
@@ -133,6 +143,22 @@ func (c *Core) outgoingAccepted(p *peer, m *proto.AcceptIdentification) {
 		c.log.Info("another master is primary", "primary", n.nid, "addr", n.addr)
 		c.becomeSecondary(n, p.id)
 		return
+	}
+	if n != c.primary {
+		if c.primaryIdentified() {
+			// Already identified with another primary.
+			c.detachPeer(p)
+			return
+		}
+		// A master that accepts masters is the primary.
+		if old := c.peers[c.primaryLink]; old != nil {
+			c.detachPeer(old)
+		}
+		c.primary = n
+		c.primaryLink = 0
+	}
+	if c.primaryLink == 0 {
+		c.primaryLink = p.id
 	}
 	c.log.Info("identified with the primary master", "primary", n.nid)
 	c.primaryTried = map[proto.Address]bool{c.cfg.Addr: true}
