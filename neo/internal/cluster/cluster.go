@@ -13,11 +13,15 @@
 // never waits a fixed time); WaitRunning and WaitUpToDate wait again after
 // faults. Storages and the master can be killed (their links cut first,
 // then their node stopped) and restarted on their database and address.
+// With Options.Masters > 1 the masters know each other's addresses (free
+// loopback ports picked before they start) and elect a primary: Primary,
+// WaitPrimary and MasterStatus tell which one it is; KillMaster and
+// RestartMaster (on the same address) take any master.
 // Clients come from Client (a *client.Client) or Open (a *zodb.Storage,
 // through the "neotest://" URLs of TestURL, so that zodb.Open reaches the
 // cluster over its faultnet). Everything started is stopped when the test
 // ends (Cleanup), through the cluster's STOPPING state first; Close may also
-// be called earlier.
+// be called earlier, and Stop checks that every node ends by STOPPING.
 //
 // Node names, which are also their faultnet endpoints: M1..Mn for masters,
 // S1..Sn for storages, A1 for the admin, and whatever name a test gives its
