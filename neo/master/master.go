@@ -14,11 +14,11 @@ import (
 	"github.com/neozodb/neo/neo/proto"
 )
 
-// Config is the configuration of a primary master.
+// Config is the configuration of a master.
 type Config struct {
 	Cluster    string         // cluster name (required)
 	Bind       string         // listen address host:port (IPv4 or [IPv6]); port 0 picks one
-	Masters    []string       // addresses of all the cluster's masters (own may be included); single primary for now
+	Masters    []string       // addresses of all the cluster's masters (own may be included); they elect the primary (§6.2)
 	Partitions int            // for a new cluster (NEO/py default 12)
 	Replicas   int            // extra copies, for a new cluster (NEO/py default 0)
 	Autostart  int            // >0: a new cluster starts by itself once this many storages are pending; 0: waits for neoctl start
@@ -32,7 +32,7 @@ type Config struct {
 // Config.Partitions is 0.
 const DefaultPartitions = 12
 
-// Master is a primary master node.
+// Master is a master node: the primary, or a secondary ready to take over.
 type Master struct {
 	cfg  Config
 	ccfg coreConfig
