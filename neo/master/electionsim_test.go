@@ -43,6 +43,7 @@ type simNet struct {
 	local  [][]Event // events for a core from its own network layer (EvDialed, EvLinkDown)
 	nextID LinkID
 	log    []string
+	cut    map[[2]int]bool // pairs of masters that cannot reach each other
 }
 
 func newSimNet(t *testing.T, n int, seed int64) *simNet {
@@ -83,7 +84,7 @@ func (s *simNet) apply(i int, acts []Action) {
 					j = k
 				}
 			}
-			if j < 0 || s.dead[j] || s.dead[i] {
+			if j < 0 || s.dead[j] || s.dead[i] || s.cut[[2]int{i, j}] {
 				s.local[i] = append(s.local[i], EvDialed{Tag: a.Tag, Err: errTest})
 				continue
 			}
@@ -160,6 +161,23 @@ func (s *simNet) closeEnd(i int, l LinkID) {
 		c.q[o] = append(c.q[o], simPacket{close: true})
 	}
 }
+
+// cutPair closes the links between masters i and j and makes them unable
+// to connect to each other until heal.
+func (s *simNet) cutPair(i, j int) {
+	if s.cut == nil {
+		s.cut = map[[2]int]bool{}
+	}
+	s.cut[[2]int{i, j}] = true
+	s.cut[[2]int{j, i}] = true
+	for e, c := range s.conns {
+		if e.core == i && (c.ends[0].core == j || c.ends[1].core == j) {
+			s.closeEnd(i, e.link)
+		}
+	}
+}
+
+func (s *simNet) heal() { s.cut = nil }
 
 func (s *simNet) kill(i int) {
 	if s.dead[i] {
@@ -366,6 +384,36 @@ func TestElectionLiveness(t *testing.T) {
 			s.apply(p, c.Start())
 			if !s.run(60*time.Second, s.settled) {
 				t.Fatalf("%d masters, seed %d: no single primary after M%d came back: %s", n, seed, p, s.describe())
+			}
+		}
+	}
+}
+
+// Masters cut from each other for a while elect primaries on each side;
+// once healed, they settle on one primary again.
+func TestElectionAfterCut(t *testing.T) {
+	seeds := 200
+	if testing.Short() {
+		seeds = 30
+	}
+	for _, n := range []int{2, 3} {
+		for seed := range int64(seeds) {
+			s := newSimNet(t, n, seed)
+			if !s.run(60*time.Second, s.settled) {
+				t.Fatalf("%d masters, seed %d: no primary after the start: %s", n, seed, s.describe())
+			}
+			p := s.primary()
+			for i := range n {
+				if i != p {
+					s.cutPair(p, i)
+				}
+			}
+			// Long enough for the others to give up on p.
+			s.run(time.Duration(1000+s.rnd.Intn(5000))*time.Millisecond, nil)
+			s.heal()
+			if !s.run(60*time.Second, s.settled) {
+				t.Fatalf("%d masters, seed %d: no single primary after the cut from M%d healed: %s\n%s", n, seed, p, s.describe(),
+					strings.Join(s.log[max(0, len(s.log)-80):], "\n"))
 			}
 		}
 	}
