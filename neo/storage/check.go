@@ -2,12 +2,14 @@ package storage
 
 import (
 	"context"
+	"crypto/sha1"
 	"fmt"
 	"log/slog"
 	"slices"
 
 	"github.com/neozodb/neo/neo/neonet"
 	"github.com/neozodb/neo/neo/proto"
+	"github.com/neozodb/neo/neo/storage/backend"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -191,8 +193,44 @@ func (r *replicator) check(ctx context.Context, links map[proto.NodeID]*peerConn
 			return nil
 		}
 		if local.Count < checkCount {
-			return nil
+			return s.verifyData(ctx, m.Partition, m.MinTid, m.MaxTid)
 		}
 		nextTid, nextOid = local.MaxTid, local.MaxOid+1
+	}
+}
+
+// verifyData reads the node's records of partition p committed in
+// [minTid, maxTid] and compares their data with their checksums. The
+// digests of a replica check only tell which transactions and records each
+// copy has: data altered on disk behind the node's back would go unseen,
+// and served to readers whose checksum test then fails. On the first
+// mismatch the node reports its own cell corrupted, so that the master
+// stops sending readers to it.
+func (s *Storage) verifyData(ctx context.Context, p uint32, minTid, maxTid zodb.Tid) error {
+	const batch = 1000
+	var o backend.Object
+	minOid := zodb.Oid(0)
+	for {
+		xids, err := s.db.ObjectsFrom(ctx, p, minTid, maxTid, minOid, batch)
+		if err != nil {
+			return err
+		}
+		for _, x := range xids {
+			if err := s.db.Load(ctx, x.Oid, x.At, zodb.InvalidTid, &o); err != nil {
+				return fmt.Errorf("partition %d: verify %s: %w", p, x, err)
+			}
+			if o.HasData && sha1.Sum(o.Data) != o.Checksum {
+				s.logf(slog.LevelError, "data does not match its checksum", "partition", p, "oid", x.Oid, "serial", x.At)
+				s.mu.Lock()
+				s.send(s.master, &proto.NotifyPartitionCorrupted{Partition: p, NIDs: []proto.NodeID{s.nid}})
+				s.unlock()
+				return nil
+			}
+		}
+		if len(xids) < batch {
+			return nil
+		}
+		last := xids[len(xids)-1]
+		minTid, minOid = last.At, last.Oid+1
 	}
 }

@@ -1,8 +1,13 @@
 package storage
 
 import (
+	"fmt"
 	"slices"
 	"testing"
+	"time"
+
+	sqliteconn "zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
@@ -11,6 +16,56 @@ import (
 // TestCheckReplicas: S2, ordered to check partitions against S1, reports
 // only the partition where its records differ.
 func TestCheckReplicas(t *testing.T) {
+	ctx := timeout(t)
+	n2, ml2, ref, tid := checkSetup(t)
+	// S2 loses a record of partition 1
+	if err := n2.db.DeleteObject(ctx, 5, tid-2*np); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.db.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []uint32{0, 1} {
+		ml2.notify(ctx, &proto.CheckPartition{Partition: p, Source: proto.CheckSource{Addr: proto.Some(ref)}, MinTid: 0, MaxTid: tid})
+	}
+	m, _ := expect[*proto.NotifyPartitionCorrupted](ctx, t, ml2)
+	if m.Partition != 1 || !slices.Equal(m.NIDs, []proto.NodeID{s2}) {
+		t.Fatalf("NotifyPartitionCorrupted %+v, want partition 1, [S2]", m)
+	}
+}
+
+// TestCheckAlteredData: data changed in S2's database by another process,
+// its checksum left as it was, is found by S2's check of that partition.
+func TestCheckAlteredData(t *testing.T) {
+	ctx := timeout(t)
+	n2, ml2, ref, tid := checkSetup(t)
+	conn, err := sqliteconn.OpenConn(n2.path, sqliteconn.OpenReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetBusyTimeout(10 * time.Second)
+	// one data row of oid 5's latest revision (partition 1)
+	err = sqlitex.Execute(conn, "UPDATE data SET value = ?1 WHERE id = (SELECT data_id FROM obj WHERE oid = 5 AND tid = ?2)",
+		&sqlitex.ExecOptions{Args: []any{[]byte("DATA"), int64(tid - 2*np)}})
+	if err == nil && conn.Changes() != 1 {
+		err = fmt.Errorf("%d rows changed", conn.Changes())
+	}
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []uint32{0, 1} {
+		ml2.notify(ctx, &proto.CheckPartition{Partition: p, Source: proto.CheckSource{Addr: proto.Some(ref)}, MinTid: 0, MaxTid: tid})
+	}
+	m, _ := expect[*proto.NotifyPartitionCorrupted](ctx, t, ml2)
+	if m.Partition != 1 || !slices.Equal(m.NIDs, []proto.NodeID{s2}) {
+		t.Fatalf("NotifyPartitionCorrupted %+v, want partition 1, [S2]", m)
+	}
+}
+
+// checkSetup runs S1 and S2 with the same 5 transactions of 8 objects and
+// returns S2, its master link, S1's address and the last tid.
+func checkSetup(t *testing.T) (*node, *masterLink, proto.Address, zodb.Tid) {
 	ctx := timeout(t)
 	fm := newFakeMaster(t)
 	n1 := startNode(t, fm, dbPath(t, "s1.db"), proto.NoNode)
@@ -51,19 +106,6 @@ func TestCheckReplicas(t *testing.T) {
 		ml2.notify(ctx, &proto.NotifyUnlockInformation{TTid: ttid})
 	}
 	syncLink(ctx, t, ml2.link)
-	// S2 loses a record of partition 1
-	if err := n2.db.DeleteObject(ctx, 5, tid-2*np); err != nil {
-		t.Fatal(err)
-	}
-	if err := n2.db.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
 	ref, _ := parseAddress(n1.s.Addr())
-	for _, p := range []uint32{0, 1} {
-		ml2.notify(ctx, &proto.CheckPartition{Partition: p, Source: proto.CheckSource{Addr: proto.Some(ref)}, MinTid: 0, MaxTid: tid})
-	}
-	m, _ := expect[*proto.NotifyPartitionCorrupted](ctx, t, ml2)
-	if m.Partition != 1 || !slices.Equal(m.NIDs, []proto.NodeID{s2}) {
-		t.Fatalf("NotifyPartitionCorrupted %+v, want partition 1, [S2]", m)
-	}
+	return n2, ml2, ref, tid
 }
