@@ -139,8 +139,7 @@ func (c *Core) storageRecv(n *node, ev EvRecv) {
 		}
 		c.broadcastPartitionChanges(changes)
 	case *proto.NotifyPartitionCorrupted:
-		// NEO/py only acts on it with an experimental flag, off by default.
-		c.log.Warn("partition reported corrupted", "partition", m.Partition, "storages", m.NIDs)
+		c.partitionCorrupted(m)
 	case *proto.AskPackOrders:
 		c.askPackOrders(n, ev, m.MinPackID)
 	case *proto.NotifyPackCompleted:

@@ -65,7 +65,7 @@ func (h *linkHandler) askCheckSerialRange(ctx context.Context, r *neonet.Request
 	if locked {
 		return protoErrorf("transactions must be checked before objects")
 	}
-	a, err := s.db.CheckSerialRange(ctx, m.Partition, int(min(m.Length, 1<<20)), m.MinTid, m.MaxTid, m.MinOid)
+	a, err := s.checkSerialRange(ctx, m.Partition, int(min(m.Length, 1<<20)), m.MinTid, m.MaxTid, m.MinOid)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func (r *replicator) check(ctx context.Context, links map[proto.NodeID]*peerConn
 	nextTid, nextOid := m.MinTid, zodb.Oid(0)
 	for {
 		answers := map[proto.NodeID]string{}
-		local, err := s.db.CheckSerialRange(ctx, m.Partition, checkCount, nextTid, m.MaxTid, nextOid)
+		local, err := s.checkSerialRange(ctx, m.Partition, checkCount, nextTid, m.MaxTid, nextOid)
 		if err != nil {
 			return err
 		}
@@ -193,44 +193,41 @@ func (r *replicator) check(ctx context.Context, links map[proto.NodeID]*peerConn
 			return nil
 		}
 		if local.Count < checkCount {
-			return s.verifyData(ctx, m.Partition, m.MinTid, m.MaxTid)
+			return nil
 		}
 		nextTid, nextOid = local.MaxTid, local.MaxOid+1
 	}
 }
 
-// verifyData reads the node's records of partition p committed in
-// [minTid, maxTid] and compares their data with their checksums. The
-// digests of a replica check only tell which transactions and records each
-// copy has: data altered on disk behind the node's back would go unseen,
-// and served to readers whose checksum test then fails. On the first
-// mismatch the node reports its own cell corrupted, so that the master
-// stops sending readers to it.
-func (s *Storage) verifyData(ctx context.Context, p uint32, minTid, maxTid zodb.Tid) error {
-	const batch = 1000
-	var o backend.Object
-	minOid := zodb.Oid(0)
-	for {
-		xids, err := s.db.ObjectsFrom(ctx, p, minTid, maxTid, minOid, batch)
-		if err != nil {
-			return err
-		}
-		for _, x := range xids {
-			if err := s.db.Load(ctx, x.Oid, x.At, zodb.InvalidTid, &o); err != nil {
-				return fmt.Errorf("partition %d: verify %s: %w", p, x, err)
-			}
-			if o.HasData && sha1.Sum(o.Data) != o.Checksum {
-				s.logf(slog.LevelError, "data does not match its checksum", "partition", p, "oid", x.Oid, "serial", x.At)
-				s.mu.Lock()
-				s.send(s.master, &proto.NotifyPartitionCorrupted{Partition: p, NIDs: []proto.NodeID{s.nid}})
-				s.unlock()
-				return nil
-			}
-		}
-		if len(xids) < batch {
-			return nil
-		}
-		last := xids[len(xids)-1]
-		minTid, minOid = last.At, last.Oid+1
+// checkSerialRange computes AnswerCheckSerialRange, and also compares the
+// data of those records with their checksums. The digests only tell which
+// records a copy has: data altered on disk behind the node's back would go
+// unseen by the check (and be served to readers, whose checksum test then
+// fails). A record whose data does not match is not a valid copy of it, so
+// the answer is made to differ from every correct replica's (its digests
+// inverted), and the checker reports this node's cell.
+func (s *Storage) checkSerialRange(ctx context.Context, p uint32, length int, minTid, maxTid zodb.Tid, minOid zodb.Oid) (*proto.AnswerCheckSerialRange, error) {
+	a, err := s.db.CheckSerialRange(ctx, p, length, minTid, maxTid, minOid)
+	if err != nil {
+		return nil, err
 	}
+	xids, err := s.db.ObjectsFrom(ctx, p, minTid, maxTid, minOid, length)
+	if err != nil {
+		return nil, err
+	}
+	var o backend.Object
+	for _, x := range xids {
+		if err := s.db.Load(ctx, x.Oid, x.At, zodb.InvalidTid, &o); err != nil {
+			return nil, fmt.Errorf("partition %d: verify %s: %w", p, x, err)
+		}
+		if o.HasData && sha1.Sum(o.Data) != o.Checksum {
+			s.logf(slog.LevelError, "data does not match its checksum", "partition", p, "oid", x.Oid, "serial", x.At)
+			for i := range a.TidChecksum {
+				a.TidChecksum[i] ^= 0xff
+				a.OidChecksum[i] ^= 0xff
+			}
+			break
+		}
+	}
+	return a, nil
 }
