@@ -262,10 +262,14 @@ func (c *Cluster) run(n *node, f func(context.Context) error) {
 }
 
 func (c *Cluster) startMaster(n *node) error {
+	var masters []string // a single master is told no address: its own may still be port 0
+	if len(c.masters) > 1 {
+		masters = c.MasterAddrs()
+	}
 	m, err := master.New(context.Background(), master.Config{
 		Cluster:    c.opt.Name,
 		Bind:       n.addr,
-		Masters:    c.MasterAddrs(),
+		Masters:    masters,
 		Partitions: c.opt.Partitions,
 		Replicas:   c.opt.Replicas,
 		Autostart:  c.opt.Autostart,
