@@ -262,7 +262,9 @@ func newCore(cfg coreConfig, now time.Time) *Core {
 	c.baseLog = logger
 	c.tm = newTxnManager(c)
 	for _, a := range cfg.Masters {
-		if a == cfg.Addr || c.nodeByAddr(a) != nil {
+		if a == cfg.Addr || a.Port == 0 || c.nodeByAddr(a) != nil {
+			// Port 0 names no master (e.g. the own bind address
+			// before the port was picked).
 			continue
 		}
 		c.nodes = append(c.nodes, &node{typ: proto.Master, addr: proto.Some(a), state: proto.NodeDown})

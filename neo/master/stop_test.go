@@ -116,3 +116,20 @@ func TestLoserKeepsElectionLink(t *testing.T) {
 		t.Fatalf("state %v", h.c.ClusterState())
 	}
 }
+
+// A configured master address with port 0 names no master: nothing is
+// dialed, and the stop does not wait for it.
+func TestMasterPortZeroIgnored(t *testing.T) {
+	h := newHarnessWithMasters(t, proto.Address{Host: "127.0.0.1", Port: 0})
+	for _, a := range h.global {
+		if _, ok := a.(ActDial); ok {
+			t.Fatalf("dials %v", a)
+		}
+	}
+	_, admin := h.startNewCluster(1)
+	h.request(admin, 20, &proto.SetClusterState{State: proto.ClusterStopping})
+	h.step(EvTick{})
+	if !h.exited() {
+		t.Fatalf("the stop waits: %v", h.global)
+	}
+}
