@@ -212,7 +212,10 @@ func Open(ctx context.Context, database string, opt Options) (_ *DB, err error) 
 	// pages it changes is, by default, kept in memory by 64 KiB chunks,
 	// which this SQLite allocates and frees with mmap and munmap for every
 	// operation: with temporary storage in memory, the chunks are of 1 KiB,
-	// from its ordinary heap.
+	// from its ordinary heap (storage BenchmarkCommit 0.89-0.97 ms to
+	// 0.75-0.82 ms). The price: that journal, and SQLite's temporary
+	// tables, never spill to a file; filling by transactions of 1000
+	// objects raised a storage's peak RSS from 25 MB to 30 MB.
 	pragmas = append([][2]string{{"temp_store", "MEMORY"}}, pragmas...)
 	for _, p := range pragmas {
 		if err := db.exec(ctx, "PRAGMA "+p[0]+" = "+p[1]); err != nil {
