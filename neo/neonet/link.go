@@ -573,14 +573,18 @@ func (l *Link) Sync(ctx context.Context) error {
 		return fmt.Errorf("sync: %w", err)
 	}
 	_, err := c.wait(ctx)
-	seq := c.seq
-	if !c.abandoned {
-		c.reset()
-		callPool.Put(c)
-	}
 	if err != nil {
+		// An abandoned call stays the link's until its answer comes (which
+		// sets its seq): it is neither read nor recycled here.
+		if !c.abandoned {
+			c.reset()
+			callPool.Put(c)
+		}
 		return fmt.Errorf("sync: %w", err)
 	}
+	seq := c.seq
+	c.reset()
+	callPool.Put(c)
 	for {
 		l.mu.Lock()
 		if l.handled >= seq {

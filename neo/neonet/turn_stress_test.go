@@ -110,3 +110,39 @@ func TestRecvAndAskTogether(t *testing.T) {
 	s.Close()
 	wg.Wait()
 }
+
+// TestSyncGivingUp: a Sync whose context ends before the Pong comes leaves
+// the late Pong to the link alone (-race: no access to the abandoned call).
+func TestSyncGivingUp(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	release := make(chan struct{})
+	go func() {
+		<-release // Recv answers Pings: none is answered before
+		for {
+			if _, err := s.Recv(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			if _, err := c.Recv(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		sctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+		if err := c.Sync(sctx); err == nil && i == 0 {
+			t.Fatalf("sync returned before its Pong")
+		}
+		cancel()
+		if i == 0 {
+			close(release)
+		}
+	}
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
