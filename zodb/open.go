@@ -92,7 +92,18 @@ func Open(ctx context.Context, zurl string, opt *OpenOptions) (*Storage, error) 
 	if opener == nil {
 		return nil, fmt.Errorf("zodb: open %s: no driver for scheme %q", zurl, u.Scheme)
 	}
+	// The driver's events are taken from the start, while it opens too: a
+	// driver may learn of commits before it can tell its head (a NEO
+	// client catching up with its master), and it blocks on Watchq.
+	// There are no watchers yet: such events only move the head.
 	watchq := make(chan Event)
+	s := &Storage{
+		watchq:   watchq,
+		watchers: map[chan<- Event]*watcher{},
+		down:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	go s.watchLoop()
 	drv, at0, err := opener(ctx, u, &DriverOptions{
 		ReadOnly: opt.ReadOnly,
 		NoCreate: opt.NoCreate,
@@ -101,17 +112,16 @@ func Open(ctx context.Context, zurl string, opt *OpenOptions) (*Storage, error) 
 		Logger:   opt.Logger,
 	})
 	if err != nil {
+		close(s.down)
+		<-s.loopDone
 		return nil, fmt.Errorf("zodb: open %s: %w", zurl, err)
 	}
-	s := &Storage{
-		IStorageDriver: drv,
-		watchq:         watchq,
-		head:           at0,
-		watchers:       map[chan<- Event]*watcher{},
-		down:           make(chan struct{}),
-		loopDone:       make(chan struct{}),
+	s.mu.Lock()
+	s.IStorageDriver = drv
+	if at0 > s.head {
+		s.head = at0
 	}
-	go s.watchLoop()
+	s.mu.Unlock()
 	return s, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeDriver is a driver whose commits are driven by the test: commit(tid)
@@ -150,5 +151,43 @@ func TestWatchFanOut(t *testing.T) {
 	d.commit(Tid(10+n+1), 1)
 	if last, _ := s.LastTid(ctx); last != Tid(10+n+1) {
 		t.Errorf("last = %v", last)
+	}
+}
+
+func init() {
+	// A driver that learns of two commits while it opens, and reports them
+	// before it returns its head (as a NEO client catching up with its
+	// master does).
+	RegisterDriver("zodbtestearly", func(ctx context.Context, u *url.URL, opt *DriverOptions) (IStorageDriver, Tid, error) {
+		d := &fakeDriver{u: u.String(), watchq: opt.Watchq, down: make(chan struct{}), last: 10}
+		d.commit(11, 1)
+		d.commit(12, 2)
+		return d, 11, nil
+	})
+}
+
+// Events a driver sends while it opens do not block Open: they move the
+// head, and watchers start after them.
+func TestEventsWhileOpening(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	var s *Storage
+	go func() {
+		var err error
+		s, err = Open(ctx, "zodbtestearly://x", nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Open blocked by the driver's events")
+	}
+	defer s.Close()
+	if at0 := s.AddWatch(make(chan Event)); at0 != 12 {
+		t.Fatalf("AddWatch: at0 = %v, want 12 (the last event given)", at0)
 	}
 }
