@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/neozodb/neo/neo/neonet"
@@ -12,6 +13,10 @@ import (
 	"github.com/neozodb/neo/neo/pt"
 	"github.com/neozodb/neo/zodb"
 )
+
+// sessionAskTimeout bounds the wait for the master's answer that makes a
+// session ready.
+const sessionAskTimeout = 5 * time.Second
 
 // errNoMaster tells that the client is not connected to the primary master.
 var errNoMaster = errors.New("not connected to the primary master")
@@ -155,12 +160,17 @@ func (c *Client) session(link *neonet.Link) error {
 		c.mu.Lock()
 		gotPT, changed := c.gotPT, c.changed
 		operational := c.pt != nil && c.pt.Operational(c.isRunningLocked)
-		c.mu.Unlock()
+		why := c.notOperationalLocked()
 		select {
 		case <-gotPT:
 		default:
 			operational = false
+			why = "no partition table yet"
 		}
+		if !operational {
+			c.masterErr = fmt.Errorf("session with the primary master: waiting for an operational partition table: %s", why)
+		}
+		c.mu.Unlock()
 		if operational {
 			break
 		}
@@ -174,7 +184,13 @@ func (c *Client) session(link *neonet.Link) error {
 			return end(c.ctx.Err())
 		}
 	}
-	m, err := link.Ask(c.ctx, &proto.AskLastTransaction{})
+	c.setMasterErr(errors.New("session with the primary master: waiting for the answer to AskLastTransaction"))
+	// The master answers at once; an answer that does not come in a few
+	// seconds ends the session, which starts again on a new link, rather
+	// than leaving the client unusable.
+	actx, acancel := context.WithTimeout(c.ctx, sessionAskTimeout)
+	m, err := link.Ask(actx, &proto.AskLastTransaction{})
+	acancel()
 	if err != nil {
 		return end(fmt.Errorf("last transaction: %w", err))
 	}
@@ -190,6 +206,40 @@ func (c *Client) session(link *neonet.Link) error {
 	err = <-recvDone
 	recvDone <- err
 	return end(err)
+}
+
+// notOperationalLocked describes, for error messages, why the partition
+// table is not operational: the partitions without a readable cell on a
+// running storage, with the states known of their storages.
+func (c *Client) notOperationalLocked() string {
+	if c.pt == nil {
+		return "no partition table"
+	}
+	var b strings.Builder
+	for p := 0; p < c.pt.NP(); p++ {
+		ok := false
+		for _, cell := range c.pt.ReadableCells(p) {
+			if c.isRunningLocked(cell.NID) {
+				ok = true
+			}
+		}
+		if ok {
+			continue
+		}
+		fmt.Fprintf(&b, " partition %d:", p)
+		for _, cell := range c.pt.Row(p) {
+			st := "unknown node"
+			if n := c.nodes[cell.NID]; n != nil {
+				st = n.state.String()
+			}
+			fmt.Fprintf(&b, " %v %v (%s)", cell.NID, cell.State, st)
+		}
+		if b.Len() > 300 {
+			b.WriteString(" ...")
+			break
+		}
+	}
+	return fmt.Sprintf("ptid %d;%s", c.pt.PTid, b.String())
 }
 
 func (c *Client) isRunningLocked(nid proto.NodeID) bool {
