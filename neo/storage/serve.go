@@ -596,16 +596,24 @@ func (h *linkHandler) askStoreObject(ctx context.Context, r *neonet.Request, m *
 		}
 		return nil
 	}
-	if err := run(); errors.Is(err, errDelay) {
-		tm := s.tm
-		s.tm.queueDelayed(m.TTid, func() error {
-			if s.tm != tm {
-				return nil
-			}
-			return run()
-		})
-	}
+	s.runOrDelay(m.TTid, run, run)
 	return nil
+}
+
+// runOrDelay runs first, a step of transaction ttid; if it must wait
+// (errDelay), later runs when ttid's turn comes, unless operation was
+// restarted meanwhile (a new transaction manager). s.mu is held.
+func (s *Storage) runOrDelay(ttid zodb.Tid, first, later func() error) {
+	if err := first(); !errors.Is(err, errDelay) {
+		return
+	}
+	tm := s.tm
+	tm.queueDelayed(ttid, func() error {
+		if s.tm != tm {
+			return nil
+		}
+		return later()
+	})
 }
 
 func (h *linkHandler) askCheckCurrentSerial(ctx context.Context, r *neonet.Request, m *proto.AskCheckCurrentSerial) error {
@@ -631,15 +639,7 @@ func (h *linkHandler) askCheckCurrentSerial(ctx context.Context, r *neonet.Reque
 		}
 		return nil
 	}
-	if err := run(); errors.Is(err, errDelay) {
-		tm := s.tm
-		s.tm.queueDelayed(m.TTid, func() error {
-			if s.tm != tm {
-				return nil
-			}
-			return run()
-		})
-	}
+	s.runOrDelay(m.TTid, run, run)
 	return nil
 }
 
@@ -665,15 +665,7 @@ func (h *linkHandler) askRelockObject(ctx context.Context, r *neonet.Request, m 
 		}
 		return nil
 	}
-	if err := run(true); errors.Is(err, errDelay) {
-		tm := s.tm
-		s.tm.queueDelayed(m.TTid, func() error {
-			if s.tm != tm {
-				return nil
-			}
-			return run(false)
-		})
-	}
+	s.runOrDelay(m.TTid, func() error { return run(true) }, func() error { return run(false) })
 	return nil
 }
 
