@@ -1194,6 +1194,12 @@ func (db *DB) Unlock(ctx context.Context, ttid, tid zodb.Tid) (err error) {
 	if err := db.exec(ctx, "DELETE FROM tobj WHERE tid=?", ttid); err != nil {
 		return err
 	}
+	return db.endTxn(ctx, ttid)
+}
+
+// endTxn drops the hold of transaction ttid on its data (unlocked or
+// aborted) and lets the commit be deferred. db.mu is held.
+func (db *DB) endTxn(ctx context.Context, ttid zodb.Tid) error {
 	ids := db.byTxn[ttid]
 	delete(db.byTxn, ttid)
 	if err := db.release(ctx, ids); err != nil {
@@ -1220,13 +1226,7 @@ func (db *DB) Abort(ctx context.Context, ttid zodb.Tid) (err error) {
 	if err := db.exec(ctx, "DELETE FROM ttrans WHERE ttid=?", ttid); err != nil {
 		return err
 	}
-	ids := db.byTxn[ttid]
-	delete(db.byTxn, ttid)
-	if err := db.release(ctx, ids); err != nil {
-		return err
-	}
-	db.deferCommit()
-	return nil
+	return db.endTxn(ctx, ttid)
 }
 
 // Unfinished returns the transactions left in ttrans/tobj.
