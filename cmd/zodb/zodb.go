@@ -306,23 +306,29 @@ func runDump(ctx context.Context, e *env, args []string) (err error) {
 	if *pretty != "raw" && *pretty != "zpickledis" {
 		return &usageError{"unsupported pretty format: " + *pretty}
 	}
-	args = fs.Args()
-	if len(args) < 1 || len(args) > 2 {
-		return &usageError{}
-	}
-	tidMin, tidMax := zodb.Tid(0), zodb.TidMax
-	if len(args) > 1 {
-		tidMin, tidMax, err = zodbtools.ParseTidRange(args[1], e.timeRef)
-		if err != nil {
-			return &usageError{err.Error()}
-		}
-	}
-	stor, err := openStorage(ctx, args[0], true)
+	stor, tidMin, tidMax, err := openRange(ctx, e, fs.Args())
 	if err != nil {
 		return err
 	}
 	defer closeInto(stor, &err)
 	return zodbtools.Dump(ctx, e.stdout, stor, tidMin, tidMax, zodbtools.DumpOptions{HashOnly: *hashOnly, Pretty: *pretty})
+}
+
+// openRange opens, read-only, the storage of a "<storage> [<tidrange>]"
+// command line.
+func openRange(ctx context.Context, e *env, args []string) (stor *zodb.Storage, tidMin, tidMax zodb.Tid, err error) {
+	if len(args) < 1 || len(args) > 2 {
+		return nil, 0, 0, &usageError{}
+	}
+	tidMin, tidMax = zodb.Tid(0), zodb.TidMax
+	if len(args) > 1 {
+		tidMin, tidMax, err = zodbtools.ParseTidRange(args[1], e.timeRef)
+		if err != nil {
+			return nil, 0, 0, &usageError{err.Error()}
+		}
+	}
+	stor, err = openStorage(ctx, args[0], true)
+	return stor, tidMin, tidMax, err
 }
 
 // ---- catobj ----
@@ -582,18 +588,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) (err error) {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	args = fs.Args()
-	if len(args) < 1 || len(args) > 2 {
-		return &usageError{}
-	}
-	tidMin, tidMax := zodb.Tid(0), zodb.TidMax
-	if len(args) > 1 {
-		tidMin, tidMax, err = zodbtools.ParseTidRange(args[1], e.timeRef)
-		if err != nil {
-			return &usageError{err.Error()}
-		}
-	}
-	stor, err := openStorage(ctx, args[0], true)
+	stor, tidMin, tidMax, err := openRange(ctx, e, fs.Args())
 	if err != nil {
 		return err
 	}
