@@ -240,7 +240,7 @@ func lockFile(path string) (net.Listener, error) {
 	l, err := net.Listen("unix", name)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("sqlite %s: database is locked", path)
+			return nil, fmt.Errorf("sqlite %s: database is locked: %w", path, ErrInUse)
 		}
 		return nil, fmt.Errorf("sqlite: lock %s: %w", path, err)
 	}
