@@ -156,8 +156,12 @@ func TestStorageDropsWrite(t *testing.T) {
 	dropper.mu.Lock()
 	tid := dropper.dropped
 	dropper.mu.Unlock()
-	if err == nil || res.Lost != 1 {
-		t.Fatalf("the write of %v dropped by S1 is not reported as one lost commit: %s, %v", tid, res, err)
+	// The one dropped write is found by the replica comparison; when the
+	// clients read S1 after it, the counter's total may report it again
+	// (it cannot tell which increment is missing), and their stale reads
+	// are anomalies: at least one loss, never none.
+	if err == nil || res.Lost < 1 {
+		t.Fatalf("the write of %v dropped by S1 is not reported as a lost commit: %s, %v", tid, res, err)
 	}
 	found := false
 	for _, d := range res.Details {
