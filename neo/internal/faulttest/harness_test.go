@@ -22,6 +22,7 @@ import (
 	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/neo/storage"
 	"github.com/neozodb/neo/neo/storage/backend/sqlite"
+	"github.com/neozodb/neo/zodb"
 )
 
 var soak = flag.Bool("faulttest.soak", false, "run the long randomized variants")
@@ -560,4 +561,25 @@ func (c *tcluster) cutBoth(a, b string) {
 func (c *tcluster) healBoth(a, b string) {
 	c.net.Heal(a, b)
 	c.net.Heal(b, a)
+}
+
+// waitHead waits until cl knows of the commit of tid (the master's
+// invalidations reach each client in their own time) and returns the head
+// it then sees.
+func waitHead(t *testing.T, cl *client.Client, tid zodb.Tid) zodb.Tid {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		head, err := cl.LastTid(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head >= tid {
+			return head
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's head is still %v, %v after the commit of %v", head, waitTimeout, tid)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

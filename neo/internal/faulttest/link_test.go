@@ -229,7 +229,10 @@ func TestLinkBlackhole(t *testing.T) {
 			w := newWorkload(t, cl, 4)
 			w.commitN(t, cl, 2)
 			other := newWorkload(t, cl, 4)
-			other.commitN(t, cl, 1)
+			otherTid, err := other.commit(t.Context(), cl)
+			if err != nil {
+				t.Fatal(err)
+			}
 			trig := c.net.OnPacket(tc.from, tc.to, tc.code, func(faultnet.Packet) bool {
 				c.net.Blackhole(tc.from, tc.to)
 				return true
@@ -240,12 +243,11 @@ func TestLinkBlackhole(t *testing.T) {
 				res <- err
 			}()
 			waitFired(t, trig, "the packet")
-			// Reads go on meanwhile, from another client.
+			// Reads go on meanwhile, from another client, once its view
+			// includes the other objects (C2 learns of C1's commits by the
+			// master's invalidations, which may still be on their way).
 			ctx := t.Context()
-			head, err := cl2.LastTid(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			head := waitHead(t, cl2, otherTid)
 			for _, oid := range other.oids {
 				if _, _, _, err := cl2.Load(ctx, zodb.Xid{Oid: oid, At: head}); err != nil {
 					t.Errorf("load %v during the blackhole: %v", oid, err)
