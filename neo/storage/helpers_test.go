@@ -127,6 +127,27 @@ func (fm *fakeMaster) accept(ctx context.Context, nid proto.NodeID) *masterLink 
 	return ml
 }
 
+// refuse answers the next identification with Error(PROTOCOL_ERROR, msg),
+// as a primary master refuses a node, and returns the request.
+func (fm *fakeMaster) refuse(ctx context.Context, msg string) *proto.RequestIdentification {
+	fm.t.Helper()
+	link, err := fm.ln.Accept(ctx)
+	if err != nil {
+		fm.t.Fatal(err)
+	}
+	defer link.Close()
+	r, err := link.Recv(ctx)
+	if err != nil {
+		fm.t.Fatal(err)
+	}
+	id, ok := r.Msg.(*proto.RequestIdentification)
+	if !ok {
+		fm.t.Fatalf("identification: got %#v", r.Msg)
+	}
+	r.Abort(ctx, proto.Err(proto.ProtocolError, "%s", msg))
+	return id
+}
+
 func (ml *masterLink) notify(ctx context.Context, m proto.Msg) {
 	ml.fm.t.Helper()
 	if err := ml.link.Notify(ctx, m); err != nil {

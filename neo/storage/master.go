@@ -166,6 +166,9 @@ wait:
 		var pe *proto.Error
 		if errors.As(ans.err, &pe) && pe.Code == proto.ProtocolError {
 			s.logf(slog.LevelWarn, "master refused identification", "addr", addr, "err", pe.Message)
+			if pe.Message == "already connected" {
+				s.forgetUnusedNID(ctx)
+			}
 		}
 		return fail(ans.err)
 	}
@@ -202,6 +205,35 @@ wait:
 	}
 	s.logf(slog.LevelInfo, "connected to primary master", "addr", addr, "master", acc.NID.String())
 	return link, pending, inCh, stop, next, nil
+}
+
+// forgetUnusedNID drops the node id a master gave, after the primary
+// refused it as another node's, when this storage holds no cell under it
+// (no data can be attributed to it) and the operator did not set it. Two
+// masters both acting as primary during an election may each have given
+// the same id to a different new storage; without this, the one the final
+// primary does not know would be refused for ever. A storage that owns
+// cells keeps its id: it must not take the place of another.
+func (s *Storage) forgetUnusedNID(ctx context.Context) {
+	s.mu.Lock()
+	nid := s.nid
+	if nid == proto.NoNode || nid == s.cfg.NodeID || s.pt != nil && slices.Contains(s.pt.Nodes(), nid) {
+		s.mu.Unlock()
+		return
+	}
+	s.viewMu.Lock()
+	s.nid = proto.NoNode
+	s.viewMu.Unlock()
+	s.log = s.logger
+	s.mu.Unlock()
+	s.logf(slog.LevelWarn, "node id in use by another storage and owning no cell here: asking for a new one", "nid", nid.String())
+	if err := s.db.SetConfig(ctx, backend.KeyNID, "", false); err != nil {
+		s.logf(slog.LevelError, "forget node id", "err", err)
+		return
+	}
+	if err := s.db.Commit(ctx); err != nil {
+		s.logf(slog.LevelError, "forget node id", "err", err)
+	}
 }
 
 // learnMasters records the masters of a NotPrimaryMaster and returns the

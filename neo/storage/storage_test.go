@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"errors"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/neozodb/neo/neo/neonet"
@@ -544,4 +545,42 @@ func TestConfiguredNodeID(t *testing.T) {
 	if v, ok, err := n.db.Config(ctx, backend.KeyNID); err != nil || !ok || v != "2" {
 		t.Fatalf("stored nid %q %v %v, want the one given by the master", v, ok, err)
 	}
+}
+
+// TestIDConflict: a storage refused because its id is another node's
+// forgets the id when it owns no cell under it (two masters that both
+// acted as primary during an election may have given one id to two new
+// storages), and keeps it when it owns cells.
+func TestIDConflict(t *testing.T) {
+	t.Run("NoCell", func(t *testing.T) {
+		ctx := timeout(t)
+		fm := newFakeMaster(t)
+		n := startNode(t, fm, dbPath(t, "s.db"), proto.NoNode)
+		ml := fm.accept(ctx, s1)
+		ml.ask(ctx, &proto.AskRecovery{})
+		ml.link.Close()
+		if id := fm.refuse(ctx, "already connected"); id.NID != s1 {
+			t.Fatalf("proposed %s, want %s", id.NID, s1)
+		}
+		ml = fm.accept(ctx, s2)
+		if ml.id.NID != proto.NoNode {
+			t.Fatalf("after the refusal the storage proposed %s, want none", ml.id.NID)
+		}
+		ml.ask(ctx, &proto.AskRecovery{})
+		if v, ok, err := n.db.Config(ctx, backend.KeyNID); err != nil || !ok || v != strconv.Itoa(int(s2)) {
+			t.Fatalf("stored nid %q %v %v, want %d", v, ok, err, s2)
+		}
+	})
+	t.Run("OwnsCells", func(t *testing.T) {
+		ctx := timeout(t)
+		fm := newFakeMaster(t)
+		n := startNode(t, fm, dbPath(t, "s.db"), proto.NoNode)
+		ml := operational(ctx, t, fm, s1, n, []proto.NodeInfo{storageEntry(s1, n.s.Addr(), proto.NodeRunning, 1)},
+			np, proto.CellInfo{NID: s1, State: proto.CellUpToDate})
+		ml.link.Close()
+		fm.refuse(ctx, "already connected")
+		if id := fm.refuse(ctx, "already connected"); id.NID != s1 {
+			t.Fatalf("a storage owning cells proposed %s after a refusal, want %s", id.NID, s1)
+		}
+	})
 }

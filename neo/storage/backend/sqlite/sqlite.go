@@ -660,6 +660,8 @@ func (db *DB) SetConfig(ctx context.Context, key, value string, ok bool) (err er
 			}
 		}
 		db.nid = proto.NodeID(n)
+	} else if key == backend.KeyNID {
+		db.nid = 0
 	}
 	if err := db.setConfig(ctx, key, value, ok); err != nil {
 		return err
