@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/neozodb/neo/transaction"
+	"github.com/neozodb/neo/zodb"
+)
+
+// neopy runs the NEO/py client helper testdata/neopy_client.py. The test
+// needs Python 3 with NEO/py's client (neoppod's neo package), ZODB 5 and
+// their dependencies importable: NEOPY_PYTHONPATH is put in PYTHONPATH and
+// NEOPY_PYTHON names the interpreter (default python3). On Debian:
+// apt-get install python3-persistent python3-btrees python3-transaction
+// python3-zc.lockfile python3-zodbpickle python3-msgpack python3-six
+// python3-zope.interface, and the sources of neoppod, ZODB 5.8 and ZConfig
+// on NEOPY_PYTHONPATH.
+type neopy struct {
+	python string
+	env    []string
+	script string
+}
+
+func neopyClient(t *testing.T) *neopy {
+	t.Helper()
+	path := os.Getenv("NEOPY_PYTHONPATH")
+	if path == "" {
+		t.Skip("NEO/py client not available: set NEOPY_PYTHONPATH to where Python finds neo.client and ZODB (and NEOPY_PYTHON to the interpreter)")
+	}
+	python := os.Getenv("NEOPY_PYTHON")
+	if python == "" {
+		python = "python3"
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "neopy_client.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	py := &neopy{python: python, env: append(os.Environ(), "PYTHONPATH="+path), script: script}
+	cmd := exec.Command(python, "-c", "import neo.client.Storage, ZODB")
+	cmd.Env = py.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("NEOPY_PYTHONPATH=%s: NEO/py's client does not import: %v\n%s", path, err, out)
+	}
+	return py
+}
+
+func (py *neopy) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, py.python, append([]string{py.script}, args...)...)
+	cmd.Env = py.env
+	return cmd
+}
+
+// run runs the helper to its end and returns its standard output.
+func (py *neopy) run(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := py.command(ctx, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("NEO/py client %v: %v\n%s%s", args, err, out, stderr.String())
+	}
+	return string(out)
+}
+
+func asInt(v any) (int64, bool) {
+	switch v := v.(type) {
+	case int64:
+		return v, true
+	case int:
+		return int64(v), true
+	}
+	return 0, false
+}
+
+// TestNEOpyClient: NEO/py's client (what Zope sites use) commits into and
+// reads from a cluster of ours, beside the Go client: what each writes the
+// other reads, and a NEO/py client with a connection open sees the Go
+// client's commits (invalidations).
+func TestNEOpyClient(t *testing.T) {
+	py := neopyClient(t)
+	p, url, _ := simpleProc(t, "neo-simple", "--cluster", "pyt", "--bind", "127.0.0.1:0",
+		"--data", t.TempDir(), "--partitions", "4", "--replicas", "1", "s1", "s2")
+	defer p.stopWith(syscall.SIGTERM)
+	masters := strings.TrimPrefix(url, "neo://pyt@")
+
+	// NEO/py commits: a mapping, then 5 changes of it and of a BTree.
+	var pyTids []zodb.Tid
+	for _, line := range strings.Split(strings.TrimSpace(py.run(t, masters, "pyt", "write", "py", "5")), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || f[0] != "tid" {
+			t.Fatalf("NEO/py client printed %q", line)
+		}
+		tid, err := zodb.ParseTid(f[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pyTids = append(pyTids, tid)
+	}
+	if len(pyTids) != 6 {
+		t.Fatalf("NEO/py client committed %d transactions, want 6", len(pyTids))
+	}
+
+	// The Go client sees them all, and the objects as NEO/py wrote them.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stor, err := zodb.Open(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	if head, err := stor.LastTid(ctx); err != nil || head != pyTids[5] {
+		t.Fatalf("Go client's head %v (%v), want NEO/py's last commit %v", head, err, pyTids[5])
+	}
+	var seen []zodb.Tid
+	it := stor.Iterate(ctx, 0, zodb.TidMax)
+	for {
+		txn, _, err := it.NextTxn(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, txn.Tid)
+	}
+	if len(seen) < 6 || !reflect.DeepEqual(seen[len(seen)-6:], pyTids) {
+		t.Errorf("Go client iterates %v, want NEO/py's commits %v last", seen, pyTids)
+	}
+	db, err := zodb.NewDB(stor, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// inTxn runs f on the root mapping in a transaction, committed if
+	// commit.
+	inTxn := func(commit bool, f func(ctx context.Context, root *zodb.PersistentMapping)) {
+		t.Helper()
+		txn, tctx := transaction.New(ctx)
+		conn, err := db.Open(tctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := conn.Root(tctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, ok := r.(*zodb.PersistentMapping)
+		if !ok {
+			t.Fatalf("root is %T", r)
+		}
+		f(tctx, root)
+		if commit {
+			if err := txn.Commit(tctx); err != nil {
+				t.Fatalf("Go commit: %v", err)
+			}
+		} else {
+			txn.Abort(tctx)
+		}
+	}
+	child := func(ctx context.Context, root *zodb.PersistentMapping, key string) *zodb.PersistentMapping {
+		t.Helper()
+		v, ok := root.Get(key)
+		m, isMap := v.(*zodb.PersistentMapping)
+		if !ok || !isMap {
+			t.Fatalf("root[%q] is %T", key, v)
+		}
+		if err := m.PActivate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	inTxn(false, func(ctx context.Context, root *zodb.PersistentMapping) {
+		m := child(ctx, root, "py")
+		n, _ := m.Get("n")
+		who, _ := m.Get("who")
+		text, _ := m.Get("text")
+		if i, ok := asInt(n); !ok || i != 5 || who != "python" {
+			t.Errorf("NEO/py's object read by Go: n=%#v who=%#v", n, who)
+		}
+		if s, ok := text.(string); !ok || len(s) != 13000 {
+			t.Errorf("NEO/py's text (compressed by NEO/py) read by Go: %T of %d bytes", text, len(text.(string)))
+		}
+	})
+
+	// A NEO/py client keeps a connection open while Go commits.
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	watch := py.command(wctx, masters, "pyt", "watch", "go", "3")
+	var werr strings.Builder
+	watch.Stderr = &werr
+	wout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(wout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("NEO/py watcher: %q %v\n%s", sc.Text(), watch.Wait(), werr.String())
+	}
+	for n := int64(1); n <= 3; n++ {
+		inTxn(true, func(ctx context.Context, root *zodb.PersistentMapping) {
+			if n == 1 {
+				m := zodb.NewPersistentMapping()
+				m.Set("who", "go")
+				m.Set("n", n)
+				root.Set("go", m)
+				return
+			}
+			m := child(ctx, root, "go")
+			m.Set("n", n)
+		})
+		tid, err := stor.LastTid(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The watcher sees each commit before the next one is made.
+		want := "seen " + strconv.FormatInt(n, 10)
+		if !sc.Scan() || sc.Text() != want {
+			t.Fatalf("NEO/py watcher after Go's commit %v of n=%d: %q, want %q\n%s", tid, n, sc.Text(), want, werr.String())
+		}
+	}
+	if err := watch.Wait(); err != nil {
+		t.Fatalf("NEO/py watcher: %v\n%s", err, werr.String())
+	}
+
+	// A new NEO/py client reads what Go wrote and what it wrote itself.
+	var got map[string]any
+	if err := json.Unmarshal([]byte(py.run(t, masters, "pyt", "read", "go")), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, map[string]any{"n": 3.0, "who": "go"}) {
+		t.Errorf("NEO/py reads Go's object as %v", got)
+	}
+	if err := json.Unmarshal([]byte(py.run(t, masters, "pyt", "read", "py")), &got); err != nil {
+		t.Fatal(err)
+	}
+	tree := map[string]any{}
+	for i := range 5 {
+		tree["k00"+string(rune('0'+i))] = float64(i)
+	}
+	if !reflect.DeepEqual(got, map[string]any{"n": 5.0, "who": "python", "text": 13000.0, "tree": tree}) {
+		t.Errorf("NEO/py reads its own object as %v", got)
+	}
+}
