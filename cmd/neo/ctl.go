@@ -36,7 +36,11 @@ func parseCtl(e *env, args []string) (*ctlArgs, error) {
 	fs.StringVar(&c.key, "key", "", "TLS: private key")
 	var handler string
 	fs.StringVar(&handler, "handler", "", "ignored (NEO/py compatibility)")
-	c.cmd, err = parseInterspersed(fs, args)
+	// As NEO/py's neoctl (argparse REMAINDER): options come before the
+	// command; from its first word on, everything is the command's
+	// (tweak -n).
+	err = fs.Parse(args)
+	c.cmd = fs.Args()
 	if err != nil {
 		if err == flag.ErrHelp {
 			return nil, err

@@ -155,7 +155,9 @@ func TestParseCtl(t *testing.T) {
 		{[]string{"print", "node"}, "127.0.0.1:9999", []string{"print", "node"}},
 		{[]string{"-a", "[::1]:7000", "print", "pt"}, "[::1]:7000", []string{"print", "pt"}},
 		{[]string{"--address=10.1.1.1", "start"}, "10.1.1.1:9999", []string{"start"}},
-		{[]string{"set", "--address", "127.0.0.1:5", "cluster", "STOPPING"}, "127.0.0.1:5", []string{"set", "cluster", "STOPPING"}},
+		{[]string{"-a", "127.0.0.1:5", "tweak", "-n", "S2"}, "127.0.0.1:5", []string{"tweak", "-n", "S2"}},
+		// NEO/py: "invalid command: set --address 127.0.0.1:5 cluster STOPPING"
+		{[]string{"set", "--address", "127.0.0.1:5", "cluster", "STOPPING"}, "127.0.0.1:9999", []string{"set", "--address", "127.0.0.1:5", "cluster", "STOPPING"}},
 		{[]string{"-a", "127.0.0.1:5", "--", "print", "-x"}, "127.0.0.1:5", []string{"print", "-x"}},
 	} {
 		c, err := parseCtl(e, tc.args)

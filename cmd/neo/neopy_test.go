@@ -91,10 +91,12 @@ func asInt(v any) (int64, bool) {
 // TestNEOpyClient: NEO/py's client (what Zope sites use) commits into and
 // reads from a cluster of ours, beside the Go client: what each writes the
 // other reads, and a NEO/py client with a connection open sees the Go
-// client's commits (invalidations).
+// client's commits (invalidations). Then NEO/py's neoctl and ours print the
+// same through our admin node.
 func TestNEOpyClient(t *testing.T) {
 	py := neopyClient(t)
-	p, url, _ := simpleProc(t, "neo-simple", "--cluster", "pyt", "--bind", "127.0.0.1:0",
+	admin := freeAddr(t, "127.0.0.1")
+	p, url, _ := simpleProc(t, "neo-simple", "--cluster", "pyt", "--bind", "127.0.0.1:0", "--admin", admin,
 		"--data", t.TempDir(), "--partitions", "4", "--replicas", "1", "s1", "s2")
 	defer p.stopWith(syscall.SIGTERM)
 	masters := strings.TrimPrefix(url, "neo://pyt@")
@@ -258,5 +260,23 @@ func TestNEOpyClient(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, map[string]any{"n": 5.0, "who": "python", "text": 13000.0, "tree": tree}) {
 		t.Errorf("NEO/py reads its own object as %v", got)
+	}
+
+	// NEO/py's neoctl and ours print the same through our admin node.
+	for _, cmd := range [][]string{
+		{"print", "cluster"}, {"print", "node"}, {"print", "pt"}, {"print", "pt", "1", "3"},
+		{"print", "ids"}, {"print", "summary"}, {"print", "primary"}, {"tweak", "-n"},
+		{"tweak", "-n", "S1"}, {"check"}, {"print", "foo"}, {"set", "--address", admin, "cluster", "RUNNING"},
+	} {
+		args := append([]string{"-a", admin}, cmd...)
+		pyCmd := exec.Command(py.python, append([]string{"-c", "import sys; from neo.scripts.neoctl import main; sys.argv[0] = 'neoctl'; main()"}, args...)...)
+		pyCmd.Env = py.env
+		want, _ := pyCmd.CombinedOutput()
+		goCmd := exec.Command(filepath.Join(neoBinary(t), "neoctl"), args...)
+		out, _ := goCmd.CombinedOutput()
+		if string(out) != string(want) || goCmd.ProcessState.ExitCode() != pyCmd.ProcessState.ExitCode() {
+			t.Errorf("neoctl %q prints (exit status %d)\n%s\nNEO/py's neoctl (exit status %d)\n%s",
+				cmd, goCmd.ProcessState.ExitCode(), out, pyCmd.ProcessState.ExitCode(), want)
+		}
 	}
 }
