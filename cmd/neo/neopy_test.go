@@ -280,3 +280,122 @@ func TestNEOpyClient(t *testing.T) {
 		}
 	}
 }
+
+// node starts a NEO/py node (neomaster, neostorage) with args; it is
+// stopped by SIGTERM (and waited for) at the end of the test or by the
+// returned function.
+func (py *neopy) node(t *testing.T, name string, args ...string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command(py.python, append([]string{"-c",
+		"import sys; from neo.scripts." + name + " import main; sys.argv[0] = '" + name + "'; main()"}, args...)...)
+	cmd.Env = py.env
+	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("NEO/py %s did not stop on SIGTERM (log %s)", name, logf.Name())
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestNEOpyDatabase: a database filled by NEO/py's storage (SQLite
+// backend) is served as is by our storage node, under the same command
+// lines (the programs swapped), and goes back to NEO/py's with what was
+// committed meanwhile. Our Go client also reads from NEO/py's cluster.
+func TestNEOpyDatabase(t *testing.T) {
+	py := neopyClient(t)
+	neoBinary(t)
+	dbPath := filepath.Join(t.TempDir(), "s1.sqlite")
+	master, storage := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
+	masterArgs := []string{"--cluster", "swap", "--bind", master, "--masters", master,
+		"--partitions", "4", "--replicas", "0", "--autostart", "1"}
+	storageArgs := []string{"--cluster", "swap", "--bind", storage, "--masters", master,
+		"--adapter", "SQLite", "--database", dbPath}
+	url := "neo://swap@" + master
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	head := func() zodb.Tid {
+		t.Helper()
+		stor, err := zodb.Open(ctx, url, &zodb.OpenOptions{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stor.Close()
+		h, err := stor.LastTid(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	lastTid := func(out string) zodb.Tid {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		tid, err := zodb.ParseTid(strings.TrimPrefix(lines[len(lines)-1], "tid "))
+		if err != nil {
+			t.Fatalf("NEO/py client printed %q: %v", out, err)
+		}
+		return tid
+	}
+	read := func(key string) string {
+		t.Helper()
+		return strings.TrimSpace(py.run(t, master, "swap", "read", key))
+	}
+
+	// NEO/py's cluster: NEO/py's client writes, ours reads.
+	stopM := py.node(t, "neomaster", masterArgs...)
+	stopS := py.node(t, "neostorage", storageArgs...)
+	tid1 := lastTid(py.run(t, master, "swap", "write", "py", "5"))
+	if h := head(); h != tid1 {
+		t.Fatalf("Go client on NEO/py's cluster: head %v, want %v", h, tid1)
+	}
+	want1 := read("py")
+	stopS()
+	stopM()
+
+	// Our nodes on the same database and command lines.
+	m := start(t, "master", "neomaster", masterArgs...)
+	s := start(t, "storage", "neostorage", storageArgs...)
+	if h := head(); h != tid1 {
+		t.Fatalf("our cluster on NEO/py's database: head %v, want %v", h, tid1)
+	}
+	if got := read("py"); got != want1 {
+		t.Fatalf("NEO/py client through our nodes reads %s, want %s", got, want1)
+	}
+	tid2 := lastTid(py.run(t, master, "swap", "write", "py2", "3"))
+	want2 := read("py2")
+	s.stopWith(syscall.SIGTERM)
+	m.stopWith(syscall.SIGTERM)
+
+	// NEO/py's nodes again, with what ours committed.
+	py.node(t, "neomaster", masterArgs...)
+	py.node(t, "neostorage", storageArgs...)
+	if h := head(); h != tid2 {
+		t.Fatalf("NEO/py's cluster after ours: head %v, want %v", h, tid2)
+	}
+	if got := read("py2"); got != want2 {
+		t.Errorf("NEO/py's nodes serve what ours committed as %s, want %s", got, want2)
+	}
+	if got := read("py"); got != want1 {
+		t.Errorf("NEO/py's nodes serve their own first commits as %s, want %s", got, want1)
+	}
+}
