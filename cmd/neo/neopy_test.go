@@ -281,15 +281,23 @@ func TestNEOpyClient(t *testing.T) {
 	}
 }
 
-// node starts a NEO/py node (neomaster, neostorage) with args; it is
-// stopped by SIGTERM (and waited for) at the end of the test or by the
-// returned function.
-func (py *neopy) node(t *testing.T, name string, args ...string) (stop func()) {
+// pyNode is a NEO/py node process.
+type pyNode struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// node starts a NEO/py node (neomaster, neostorage, neoadmin) with args;
+// it is stopped at the end of the test.
+func (py *neopy) node(t *testing.T, name string, args ...string) *pyNode {
 	t.Helper()
 	cmd := exec.Command(py.python, append([]string{"-c",
 		"import sys; from neo.scripts." + name + " import main; sys.argv[0] = '" + name + "'; main()"}, args...)...)
 	cmd.Env = py.env
-	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	logf, err := os.CreateTemp(t.TempDir(), name+"-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,25 +305,32 @@ func (py *neopy) node(t *testing.T, name string, args ...string) (stop func()) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("NEO/py %s did not stop on SIGTERM (log %s)", name, logf.Name())
-		}
+	n := &pyNode{t: t, name: name, cmd: cmd, log: logf.Name(), done: make(chan struct{})}
+	go func() { cmd.Wait(); logf.Close(); close(n.done) }()
+	t.Cleanup(n.stop)
+	return n
+}
+
+// stop stops the node by SIGTERM and waits for it.
+func (n *pyNode) stop() {
+	select {
+	case <-n.done:
+		return
+	default:
 	}
-	t.Cleanup(stop)
-	return stop
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		n.kill()
+		n.t.Errorf("NEO/py %s did not stop on SIGTERM (log %s)", n.name, n.log)
+	}
+}
+
+// kill kills the node (SIGKILL) and waits for it.
+func (n *pyNode) kill() {
+	n.cmd.Process.Kill()
+	<-n.done
 }
 
 // TestNEOpyDatabase: a database filled by NEO/py's storage (SQLite
@@ -362,15 +377,15 @@ func TestNEOpyDatabase(t *testing.T) {
 	}
 
 	// NEO/py's cluster: NEO/py's client writes, ours reads.
-	stopM := py.node(t, "neomaster", masterArgs...)
-	stopS := py.node(t, "neostorage", storageArgs...)
+	pm := py.node(t, "neomaster", masterArgs...)
+	ps := py.node(t, "neostorage", storageArgs...)
 	tid1 := lastTid(py.run(t, master, "swap", "write", "py", "5"))
 	if h := head(); h != tid1 {
 		t.Fatalf("Go client on NEO/py's cluster: head %v, want %v", h, tid1)
 	}
 	want1 := read("py")
-	stopS()
-	stopM()
+	ps.stop()
+	pm.stop()
 
 	// Our nodes on the same database and command lines.
 	m := start(t, "master", "neomaster", masterArgs...)
@@ -398,4 +413,114 @@ func TestNEOpyDatabase(t *testing.T) {
 	if got := read("py"); got != want1 {
 		t.Errorf("NEO/py's nodes serve their own first commits as %s, want %s", got, want1)
 	}
+}
+
+// TestNEOpyMixedCluster: one of NEO/py's storages and one of ours hold
+// every partition in a cluster whose master (and admin) is NEO/py's or
+// ours: commits from NEO/py's client and from ours go to both storages;
+// each storage, killed (SIGKILL) and restarted, catches up by replicating
+// from the other (NEO/py's replication protocol on both sides), and then
+// serves everything alone.
+func TestNEOpyMixedCluster(t *testing.T) {
+	for _, pyMaster := range []bool{true, false} {
+		name := "GoMaster"
+		if pyMaster {
+			name = "NEOpyMaster"
+		}
+		t.Run(name, func(t *testing.T) { testNEOpyMixedCluster(t, pyMaster) })
+	}
+}
+
+func testNEOpyMixedCluster(t *testing.T, pyMaster bool) {
+	py := neopyClient(t)
+	neoBinary(t)
+	dir := t.TempDir()
+	master, admin := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
+	pyAddr, goAddr := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
+	masterArgs := []string{"--cluster", "mix", "--bind", master, "--masters", master,
+		"--partitions", "4", "--replicas", "1", "--autostart", "2"}
+	storageArgs := func(bind, db string) []string {
+		return []string{"--cluster", "mix", "--bind", bind, "--masters", master,
+			"--adapter", "SQLite", "--database", filepath.Join(dir, db)}
+	}
+	adminArgs := []string{"--cluster", "mix", "--bind", admin, "--masters", master}
+	if pyMaster {
+		py.node(t, "neomaster", masterArgs...)
+		py.node(t, "neoadmin", adminArgs...)
+	} else {
+		start(t, "master", "neomaster", masterArgs...)
+		start(t, "admin", "neoadmin", adminArgs...)
+	}
+	pyS := py.node(t, "neostorage", storageArgs(pyAddr, "py.sqlite")...)
+	goS := start(t, "storage", "neostorage", storageArgs(goAddr, "go.sqlite")...)
+	url := "neo://mix@" + master
+
+	// upToDate waits until the partition table has every cell UP_TO_DATE.
+	upToDate := func() {
+		t.Helper()
+		eventually(t, time.Minute, "every cell UP_TO_DATE", func() (bool, string) {
+			out, err := ctlRun(t, admin, "print", "pt")
+			if err != nil {
+				return false, err.Error()
+			}
+			// "S1 R UUUU": a storage's cells, one letter per partition
+			rows := 0
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) == 3 && strings.HasPrefix(f[0], "S") {
+					rows++
+					if strings.Trim(f[2], "U") != "" {
+						return false, out
+					}
+				}
+			}
+			return rows == 2, out
+		})
+	}
+	// goWrite commits n new objects through our client and returns them.
+	goWrite := func(objs objects, n int, tag string) {
+		t.Helper()
+		commitObjects(t, url, objs, n, tag)
+	}
+	pyRead := func(key string) string {
+		t.Helper()
+		return strings.TrimSpace(py.run(t, master, "mix", "read", key))
+	}
+	check := func(objs objects, want map[string]string) {
+		t.Helper()
+		checkObjects(t, url, objs)
+		for key, w := range want {
+			if got := pyRead(key); got != w {
+				t.Errorf("NEO/py client reads %s as %s, want %s", key, got, w)
+			}
+		}
+	}
+
+	upToDate()
+	objs := objects{}
+	py.run(t, master, "mix", "write", "a", "3")
+	goWrite(objs, 20, "first")
+	want := map[string]string{"a": pyRead("a")}
+
+	// NEO/py's storage lost: ours goes on alone; back, it catches up.
+	pyS.kill()
+	py.run(t, master, "mix", "write", "b", "2")
+	goWrite(objs, 20, "second")
+	want["b"] = pyRead("b")
+	check(objs, want)
+	pyS = py.node(t, "neostorage", storageArgs(pyAddr, "py.sqlite")...)
+	upToDate()
+
+	// Our storage lost: NEO/py's serves alone, everything included what
+	// it replicated from ours; back, ours catches up.
+	goS.kill()
+	check(objs, want)
+	py.run(t, master, "mix", "write", "c", "2")
+	goWrite(objs, 20, "third")
+	want["c"] = pyRead("c")
+	goS = start(t, "storage-again", "neostorage", storageArgs(goAddr, "go.sqlite")...)
+	upToDate()
+
+	// NEO/py's storage lost again: ours serves alone what it replicated.
+	pyS.kill()
+	check(objs, want)
 }
