@@ -18,6 +18,7 @@ import (
 
 	"github.com/neozodb/neo/transaction"
 	"github.com/neozodb/neo/zodb"
+	"github.com/neozodb/neo/zodb/storagetest"
 )
 
 // neopy runs the NEO/py client helper testdata/neopy_client.py. The test
@@ -307,7 +308,14 @@ func (py *neopy) node(t *testing.T, name string, args ...string) *pyNode {
 	}
 	n := &pyNode{t: t, name: name, cmd: cmd, log: logf.Name(), done: make(chan struct{})}
 	go func() { cmd.Wait(); logf.Close(); close(n.done) }()
-	t.Cleanup(n.stop)
+	t.Cleanup(func() {
+		n.stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(n.log); err == nil {
+				t.Logf("log of NEO/py's %s kept in %s", name, keepLog(t, filepath.Base(n.log), b))
+			}
+		}
+	})
 	return n
 }
 
@@ -523,4 +531,28 @@ func testNEOpyMixedCluster(t *testing.T, pyMaster bool) {
 	// NEO/py's storage lost again: ours serves alone what it replicated.
 	pyS.kill()
 	check(objs, want)
+}
+
+// TestNEOpyConformance runs the storage conformance suite through our Go
+// client against clusters of NEO/py's nodes (a master and two SQLite
+// storages holding every partition twice), as the neo/client package runs
+// it against ours.
+func TestNEOpyConformance(t *testing.T) {
+	py := neopyClient(t)
+	seq := 0
+	newURL := func(t testing.TB) string {
+		seq++
+		tt := t.(*testing.T)
+		dir := tt.TempDir()
+		master := freeAddr(tt, "127.0.0.1")
+		name := "conf" + strconv.Itoa(seq)
+		py.node(tt, "neomaster", "--cluster", name, "--bind", master, "--masters", master,
+			"--partitions", "4", "--replicas", "1", "--autostart", "2")
+		for _, s := range []string{"s1", "s2"} {
+			py.node(tt, "neostorage", "--cluster", name, "--bind", freeAddr(tt, "127.0.0.1"), "--masters", master,
+				"--adapter", "SQLite", "--database", filepath.Join(dir, s+".sqlite"))
+		}
+		return "neo://" + name + "@" + master + "?compress=false"
+	}
+	storagetest.Run(t, newURL, storagetest.SharedHandles(), storagetest.NoTxnStatus())
 }

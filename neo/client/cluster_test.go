@@ -6,10 +6,13 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/neozodb/neo/neo/internal/cluster"
+	"github.com/neozodb/neo/neo/internal/faultnet"
+	"github.com/neozodb/neo/neo/proto"
 	"github.com/neozodb/neo/zodb"
 )
 
@@ -114,6 +117,68 @@ func TestConflict(t *testing.T) {
 	t3 := commit(t, b, oid, t2, []byte("v3 by b"))
 	if data, serial := loadAt(t, a, oid, zodb.TidMax); string(data) != "v3 by b" || serial != t3 {
 		t.Errorf("load %q at %v, want v3 by b at %v", data, serial, t3)
+	}
+}
+
+// TestFutureSerial: a store or check on a serial after every committed
+// transaction (which no client read) is a conflict found by the client: it
+// is not sent to the storages (NEO/py's stop on an assertion when asked to
+// lock an object on such a serial). A serial this client does not know yet,
+// committed by another client, is sent.
+func TestFutureSerial(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a := c.Open(t, "C1", nil)
+	b := c.Open(t, "C2", nil)
+	ctx := testCtx(t)
+	oid, err := a.NewOid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := commit(t, a, oid, 0, []byte("v1"))
+	future := t1 + 1
+	var sent atomic.Int32
+	for _, code := range []uint16{proto.CodeAskStoreObject, proto.CodeAskCheckCurrentSerial} {
+		for _, s := range []string{"S1", "S2"} {
+			tr := c.Net.OnPacket("C1", s, code, func(p faultnet.Packet) bool {
+				m, err := p.Decode()
+				if err != nil {
+					return false
+				}
+				switch m := m.(type) {
+				case *proto.AskStoreObject:
+					if m.Serial == future {
+						sent.Add(1)
+					}
+				case *proto.AskCheckCurrentSerial:
+					if m.Serial == future {
+						sent.Add(1)
+					}
+				}
+				return false
+			})
+			defer tr.Stop()
+		}
+	}
+	_, err = tryCommit(ctx, a, oid, future, []byte("future"))
+	var ce *zodb.ConflictError
+	if !errors.As(err, &ce) || ce.Oid != oid || ce.ReadSerial != future || ce.CommittedSerial != t1 {
+		t.Errorf("store on a future serial: %v, want a conflict (read %v, committed %v)", err, future, t1)
+	}
+	txn, err := a.Begin(ctx, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.CheckCurrentSerial(ctx, oid, future); !errors.As(err, &ce) {
+		t.Errorf("check of a future serial: %v, want a conflict", err)
+	}
+	txn.Abort(ctx)
+	if n := sent.Load(); n != 0 {
+		t.Errorf("%d requests on the future serial reached the storages", n)
+	}
+	// b commits; a, which may not know of it yet, stores on b's serial.
+	t2 := commit(t, b, oid, t1, []byte("v2 by b"))
+	if _, err := tryCommit(ctx, a, oid, t2, []byte("v3 by a")); err != nil {
+		t.Errorf("store on another client's fresh serial: %v", err)
 	}
 }
 

@@ -263,6 +263,9 @@ func (t *txn) sendLocked(ctx context.Context, oid zodb.Oid, req proto.Msg, kind 
 
 // store sends a new state of oid.
 func (t *txn) store(ctx context.Context, op string, oid zodb.Oid, serial zodb.Tid, data []byte, kind objKind, dataSerial zodb.Tid) error {
+	if err := t.futureSerial(ctx, oid, serial); err != nil {
+		return err
+	}
 	t.mu.Lock()
 	if err := t.checkActiveLocked(op); err != nil {
 		t.mu.Unlock()
@@ -306,6 +309,9 @@ func (t *txn) Delete(ctx context.Context, oid zodb.Oid, serial zodb.Tid) error {
 }
 
 func (t *txn) CheckCurrentSerial(ctx context.Context, oid zodb.Oid, serial zodb.Tid) error {
+	if err := t.futureSerial(ctx, oid, serial); err != nil {
+		return t.opError("checkCurrentSerial", oid, err)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.checkActiveLocked("checkCurrentSerial"); err != nil {
@@ -336,6 +342,29 @@ func (t *txn) Restore(ctx context.Context, oid zodb.Oid, data []byte, dataTid zo
 		ds = dataTid
 	}
 	return t.opError("restore", oid, t.store(ctx, "restore", oid, serial, data, kind, ds))
+}
+
+// futureSerial returns a conflict for a serial after the last transaction
+// the cluster committed, which no client can have read: such a store is
+// not sent, as NEO/py's storages stop on an assertion when asked to lock an
+// object on a serial they do not have.
+func (t *txn) futureSerial(ctx context.Context, oid zodb.Oid, serial zodb.Tid) error {
+	if serial == 0 || serial <= t.c.head() {
+		return nil
+	}
+	// This client may not know yet of a commit another client made.
+	m, err := t.c.askMaster(ctx, &proto.AskLastTransaction{})
+	if err != nil {
+		return err
+	}
+	if a, ok := m.(*proto.AnswerLastTransaction); !ok || serial <= a.Tid {
+		return nil
+	}
+	cur, err := t.c.currentSerial(ctx, oid)
+	if err != nil {
+		return err
+	}
+	return &zodb.ConflictError{Oid: oid, ReadSerial: serial, CommittedSerial: cur}
 }
 
 // currentSerial returns the serial of oid's last revision (0 if none).
