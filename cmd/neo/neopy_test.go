@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/neozodb/neo/transaction"
 	"github.com/neozodb/neo/zodb"
+	"github.com/neozodb/neo/zodb/btree"
 	"github.com/neozodb/neo/zodb/storagetest"
 )
 
@@ -262,6 +264,90 @@ func TestNEOpyClient(t *testing.T) {
 	if !reflect.DeepEqual(got, map[string]any{"n": 5.0, "who": "python", "text": 13000.0, "tree": tree}) {
 		t.Errorf("NEO/py reads its own object as %v", got)
 	}
+
+	// NEO/py clients and ours add to one BTrees.Length at the same time:
+	// conflicts are resolved by each client (NEO/py's by BTrees, ours by
+	// zodb's resolver), none is lost.
+	py.run(t, masters, "pyt", "count", "counter", "1")
+	const pyClients, perClient = 3, 30
+	counted := make(chan error, pyClients)
+	for range pyClients {
+		go func() {
+			cmd := py.command(ctx, masters, "pyt", "count", "counter", strconv.Itoa(perClient))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("%v\n%s", err, out)
+			}
+			counted <- err
+		}()
+	}
+	rstor, err := zodb.Open(ctx, url, &zodb.OpenOptions{Resolver: zodb.ResolveConflict})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rstor.Close()
+	rdb, err := zodb.NewDB(rstor, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	length := func(ctx context.Context, root *zodb.PersistentMapping) *btree.Length {
+		t.Helper()
+		v, _ := root.Get("counter")
+		l, ok := v.(*btree.Length)
+		if !ok {
+			t.Fatalf("root['counter'] is %T", v)
+		}
+		return l
+	}
+	for range perClient {
+		txn, tctx := transaction.New(ctx)
+		conn, err := rdb.Open(tctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := conn.Root(tctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := length(tctx, r.(*zodb.PersistentMapping)).Change(tctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Commit(tctx); err != nil {
+			t.Fatalf("Go commit beside NEO/py's clients: %v", err)
+		}
+	}
+	for range pyClients {
+		if err := <-counted; err != nil {
+			t.Fatalf("NEO/py client counting: %v", err)
+		}
+	}
+	// Read by a new client (the others may still be applying the last
+	// invalidations).
+	fstor, err := zodb.Open(ctx, url, &zodb.OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fstor.Close()
+	fdb, err := zodb.NewDB(fstor, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	txn, tctx := transaction.New(ctx)
+	conn, err := fdb.Open(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := conn.Root(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := length(tctx, r.(*zodb.PersistentMapping)).Value(tctx)
+	if want := int64(1 + (pyClients+1)*perClient); err != nil || v != want {
+		t.Errorf("counter %d (%v), want %d", v, err, want)
+	}
+	txn.Abort(tctx)
 
 	// NEO/py's neoctl and ours print the same through our admin node.
 	for _, cmd := range [][]string{

@@ -7,6 +7,11 @@ interoperability test of cmd/neo (TestNEOpyClient).
         to tree; prints "tid <hex>" after each commit.
     neopy_client.py MASTERS CLUSTER read KEY
         prints root[KEY] as JSON (n, who, len(text), tree items).
+    neopy_client.py MASTERS CLUSTER count KEY N
+        adds 1 to the BTrees.Length root[KEY] (made if missing) in each of
+        N transactions; Length resolves concurrent changes, so other
+        clients adding to it at the same time cause no ConflictError (one
+        is retried, in case two clients create it at once).
     neopy_client.py MASTERS CLUSTER watch KEY N
         loads the root, prints "ready", then begins a transaction every
         10 ms on the same connection until root[KEY]['n'] >= N (which it
@@ -20,9 +25,11 @@ import time
 
 import transaction
 import ZODB
+from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 from neo.client.Storage import Storage
 from persistent.mapping import PersistentMapping
+from ZODB.POSException import ConflictError
 
 
 def main():
@@ -54,6 +61,23 @@ def main():
             if 'tree' in m:
                 out['tree'] = dict(m['tree'].items())
             print(json.dumps(out, sort_keys=True), flush=True)
+        elif cmd == 'count':
+            key, n = sys.argv[4], int(sys.argv[5])
+            for i in range(n):
+                for attempt in range(100):
+                    try:
+                        transaction.begin()
+                        if key not in root:
+                            root[key] = Length()
+                        root[key].change(1)
+                        transaction.commit()
+                        break
+                    except ConflictError:
+                        transaction.abort()
+                else:
+                    raise RuntimeError('no commit in 100 attempts')
+            transaction.begin()
+            print('count', root[key].value, flush=True)
         elif cmd == 'watch':
             key, n = sys.argv[4], int(sys.argv[5])
             last = root.get(key)  # the root's state is loaded and cached
