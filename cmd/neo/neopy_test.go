@@ -510,8 +510,8 @@ func TestNEOpyDatabase(t *testing.T) {
 }
 
 // TestNEOpyMixedCluster: one of NEO/py's storages and one of ours hold
-// every partition in a cluster whose master (and admin) is NEO/py's or
-// ours: commits from NEO/py's client and from ours go to both storages;
+// every partition in a cluster whose master is NEO/py's or ours (and the
+// admin node of the other): commits from NEO/py's client and from ours go to both storages;
 // each storage, killed (SIGKILL) and restarted, catches up by replicating
 // from the other (NEO/py's replication protocol on both sides), and then
 // serves everything alone.
@@ -538,12 +538,14 @@ func testNEOpyMixedCluster(t *testing.T, pyMaster bool) {
 			"--adapter", "SQLite", "--database", filepath.Join(dir, db)}
 	}
 	adminArgs := []string{"--cluster", "mix", "--bind", admin, "--masters", master}
+	// The admin node is of the other implementation than the master's
+	// (and our neoctl talks to it).
 	if pyMaster {
 		py.node(t, "neomaster", masterArgs...)
-		py.node(t, "neoadmin", adminArgs...)
+		start(t, "admin", "neoadmin", adminArgs...)
 	} else {
 		start(t, "master", "neomaster", masterArgs...)
-		start(t, "admin", "neoadmin", adminArgs...)
+		py.node(t, "neoadmin", adminArgs...)
 	}
 	pyS := py.node(t, "neostorage", storageArgs(pyAddr, "py.sqlite")...)
 	goS := start(t, "storage", "neostorage", storageArgs(goAddr, "go.sqlite")...)
