@@ -124,7 +124,7 @@ func TestNEOpyClient(t *testing.T) {
 	// The Go client sees them all, and the objects as NEO/py wrote them.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	stor, err := zodb.Open(ctx, url, nil)
+	stor, err := zodb.Open(ctx, url, &zodb.OpenOptions{Resolver: zodb.ResolveConflict})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,31 +152,9 @@ func TestNEOpyClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	// inTxn runs f on the root mapping in a transaction, committed if
-	// commit.
 	inTxn := func(commit bool, f func(ctx context.Context, root *zodb.PersistentMapping)) {
 		t.Helper()
-		txn, tctx := transaction.New(ctx)
-		conn, err := db.Open(tctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := conn.Root(tctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		root, ok := r.(*zodb.PersistentMapping)
-		if !ok {
-			t.Fatalf("root is %T", r)
-		}
-		f(tctx, root)
-		if commit {
-			if err := txn.Commit(tctx); err != nil {
-				t.Fatalf("Go commit: %v", err)
-			}
-		} else {
-			txn.Abort(tctx)
-		}
+		inRoot(t, ctx, db, commit, f)
 	}
 	child := func(ctx context.Context, root *zodb.PersistentMapping, key string) *zodb.PersistentMapping {
 		t.Helper()
@@ -281,17 +259,7 @@ func TestNEOpyClient(t *testing.T) {
 			counted <- err
 		}()
 	}
-	rstor, err := zodb.Open(ctx, url, &zodb.OpenOptions{Resolver: zodb.ResolveConflict})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rstor.Close()
-	rdb, err := zodb.NewDB(rstor, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	length := func(ctx context.Context, root *zodb.PersistentMapping) *btree.Length {
+	length := func(root *zodb.PersistentMapping) *btree.Length {
 		t.Helper()
 		v, _ := root.Get("counter")
 		l, ok := v.(*btree.Length)
@@ -301,21 +269,11 @@ func TestNEOpyClient(t *testing.T) {
 		return l
 	}
 	for range perClient {
-		txn, tctx := transaction.New(ctx)
-		conn, err := rdb.Open(tctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := conn.Root(tctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := length(tctx, r.(*zodb.PersistentMapping)).Change(tctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		if err := txn.Commit(tctx); err != nil {
-			t.Fatalf("Go commit beside NEO/py's clients: %v", err)
-		}
+		inTxn(true, func(ctx context.Context, root *zodb.PersistentMapping) {
+			if err := length(root).Change(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 	for range pyClients {
 		if err := <-counted; err != nil {
@@ -324,30 +282,12 @@ func TestNEOpyClient(t *testing.T) {
 	}
 	// Read by a new client (the others may still be applying the last
 	// invalidations).
-	fstor, err := zodb.Open(ctx, url, &zodb.OpenOptions{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fstor.Close()
-	fdb, err := zodb.NewDB(fstor, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fdb.Close()
-	txn, tctx := transaction.New(ctx)
-	conn, err := fdb.Open(tctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := conn.Root(tctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := length(tctx, r.(*zodb.PersistentMapping)).Value(tctx)
-	if want := int64(1 + (pyClients+1)*perClient); err != nil || v != want {
-		t.Errorf("counter %d (%v), want %d", v, err, want)
-	}
-	txn.Abort(tctx)
+	inRoot(t, ctx, openDB(t, ctx, url, &zodb.OpenOptions{ReadOnly: true}), false, func(ctx context.Context, root *zodb.PersistentMapping) {
+		v, err := length(root).Value(ctx)
+		if want := int64(1 + (pyClients+1)*perClient); err != nil || v != want {
+			t.Errorf("counter %d (%v), want %d", v, err, want)
+		}
+	})
 
 	// NEO/py's neoctl and ours print the same through our admin node.
 	for _, cmd := range [][]string{
@@ -365,6 +305,50 @@ func TestNEOpyClient(t *testing.T) {
 			t.Errorf("neoctl %q prints (exit status %d)\n%s\nNEO/py's neoctl (exit status %d)\n%s",
 				cmd, goCmd.ProcessState.ExitCode(), out, pyCmd.ProcessState.ExitCode(), want)
 		}
+	}
+}
+
+// openDB opens a Go client on url and a DB over it, both closed at the end
+// of the test.
+func openDB(t *testing.T, ctx context.Context, url string, opt *zodb.OpenOptions) *zodb.DB {
+	t.Helper()
+	stor, err := zodb.Open(ctx, url, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := zodb.NewDB(stor, nil)
+	if err != nil {
+		stor.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(); stor.Close() })
+	return db
+}
+
+// inRoot runs f on the root mapping of a connection of db, in a transaction
+// committed if commit, else aborted.
+func inRoot(t *testing.T, ctx context.Context, db *zodb.DB, commit bool, f func(ctx context.Context, root *zodb.PersistentMapping)) {
+	t.Helper()
+	txn, tctx := transaction.New(ctx)
+	conn, err := db.Open(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := conn.Root(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, ok := r.(*zodb.PersistentMapping)
+	if !ok {
+		t.Fatalf("root is %T", r)
+	}
+	f(tctx, root)
+	if !commit {
+		txn.Abort(tctx)
+		return
+	}
+	if err := txn.Commit(tctx); err != nil {
+		t.Fatalf("Go commit: %v", err)
 	}
 }
 

@@ -92,20 +92,28 @@ func TestWatchOtherClient(t *testing.T) {
 	}
 }
 
-// TestConflict: two clients store the same object from the same revision;
-// the second gets a ConflictError with both serials.
-func TestConflict(t *testing.T) {
-	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
-	a := c.Open(t, "C1", nil)
-	b := c.Open(t, "C2", nil)
-	ctx := testCtx(t)
-	oid, err := a.NewOid(ctx)
+// twoClients starts a cluster of two storages holding every partition
+// twice, with two clients, and allocates an oid.
+func twoClients(t *testing.T) (c *cluster.Cluster, a, b *zodb.Storage, oid zodb.Oid) {
+	t.Helper()
+	c = cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
+	a = c.Open(t, "C1", nil)
+	b = c.Open(t, "C2", nil)
+	oid, err := a.NewOid(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, a, b, oid
+}
+
+// TestConflict: two clients store the same object from the same revision;
+// the second gets a ConflictError with both serials.
+func TestConflict(t *testing.T) {
+	_, a, b, oid := twoClients(t)
+	ctx := testCtx(t)
 	t1 := commit(t, a, oid, 0, []byte("v1"))
 	t2 := commit(t, a, oid, t1, []byte("v2 by a"))
-	_, err = tryCommit(ctx, b, oid, t1, []byte("v2 by b"))
+	_, err := tryCommit(ctx, b, oid, t1, []byte("v2 by b"))
 	var ce *zodb.ConflictError
 	if !errors.As(err, &ce) {
 		t.Fatalf("stale store: %v, want *zodb.ConflictError", err)
@@ -126,14 +134,8 @@ func TestConflict(t *testing.T) {
 // lock an object on such a serial). A serial this client does not know yet,
 // committed by another client, is sent.
 func TestFutureSerial(t *testing.T) {
-	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1})
-	a := c.Open(t, "C1", nil)
-	b := c.Open(t, "C2", nil)
+	c, a, b, oid := twoClients(t)
 	ctx := testCtx(t)
-	oid, err := a.NewOid(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t1 := commit(t, a, oid, 0, []byte("v1"))
 	future := t1 + 1
 	var sent atomic.Int32
@@ -159,7 +161,7 @@ func TestFutureSerial(t *testing.T) {
 			defer tr.Stop()
 		}
 	}
-	_, err = tryCommit(ctx, a, oid, future, []byte("future"))
+	_, err := tryCommit(ctx, a, oid, future, []byte("future"))
 	var ce *zodb.ConflictError
 	if !errors.As(err, &ce) || ce.Oid != oid || ce.ReadSerial != future || ce.CommittedSerial != t1 {
 		t.Errorf("store on a future serial: %v, want a conflict (read %v, committed %v)", err, future, t1)
