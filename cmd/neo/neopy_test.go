@@ -382,7 +382,7 @@ func (py *neopy) node(t *testing.T, name string, args ...string) *pyNode {
 		n.stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(n.log); err == nil {
-				t.Logf("log of NEO/py's %s kept in %s", name, keepLog(t, filepath.Base(n.log), b))
+				t.Logf("log of NEO/py's %s kept in %s", name, keepLog(t, strings.TrimSuffix(filepath.Base(n.log), ".log"), b))
 			}
 		}
 	})
@@ -413,17 +413,25 @@ func (n *pyNode) kill() {
 
 // TestNEOpyDatabase: a database filled by NEO/py's storage (SQLite
 // backend) is served as is by our storage node, under the same command
-// lines (the programs swapped), and goes back to NEO/py's with what was
-// committed meanwhile. Our Go client also reads from NEO/py's cluster.
+// lines and neo.conf (the programs swapped), and goes back to NEO/py's
+// with what was committed meanwhile. Our Go client also reads from NEO/py's cluster.
 func TestNEOpyDatabase(t *testing.T) {
 	py := neopyClient(t)
 	neoBinary(t)
-	dbPath := filepath.Join(t.TempDir(), "s1.sqlite")
+	dir := t.TempDir()
 	master, storage := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
-	masterArgs := []string{"--cluster", "swap", "--bind", master, "--masters", master,
-		"--partitions", "4", "--replicas", "0", "--autostart", "1"}
-	storageArgs := []string{"--cluster", "swap", "--bind", storage, "--masters", master,
-		"--adapter", "SQLite", "--database", dbPath}
+	// One neo.conf for both implementations.
+	conf := filepath.Join(dir, "neo.conf")
+	if err := os.WriteFile(conf, []byte("[DEFAULT]\ncluster: swap\nmasters: "+master+"\nreplicas: 0\npartitions: 4\n\n"+
+		"[master]\nbind: "+master+"\nautostart: 1\n\n"+
+		"[storage]\nbind: "+storage+"\nadapter: SQLite\ndatabase: "+filepath.Join(dir, "s1.sqlite")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// NEO/py under Python 3 still wants its required options on the
+	// command line (its config reader marks them required with a Python 2
+	// truth method): given both ways.
+	masterArgs := []string{"-f", conf, "-s", "master", "-c", "swap"}
+	storageArgs := []string{"-f", conf, "-s", "storage", "-c", "swap", "-d", filepath.Join(dir, "s1.sqlite")}
 	url := "neo://swap@" + master
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
