@@ -584,3 +584,30 @@ func TestIDConflict(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedStoreLeavesNoLock: a store that fails after taking its write
+// lock (here an undo whose revision does not exist; also a store whose data
+// write fails because its client went away) leaves no lock once the
+// transaction is aborted: the next transaction storing the object is not
+// held up for ever.
+func TestFailedStoreLeavesNoLock(t *testing.T) {
+	ctx, _, n, _, c := single(t)
+	s := n.s
+	s.mu.Lock()
+	s.tm.register(c.link, c1, 0x100)
+	_, err := s.tm.storeObject(ctx, 0x100, 0, 5, 0, proto.Checksum{}, nil, false, 0x50)
+	if !errors.Is(err, backend.ErrUndoData) {
+		s.mu.Unlock()
+		t.Fatalf("undo of a revision that does not exist: %v", err)
+	}
+	abortErr := s.tm.abort(ctx, 0x100, false)
+	_, leaked := s.tm.storeLock[5]
+	s.mu.Unlock()
+	if abortErr != nil {
+		t.Fatal(abortErr)
+	}
+	if leaked {
+		t.Fatal("the write lock of the failed store outlived its transaction")
+	}
+	c.storeOK(ctx, 0x200, 5, 0, "next")
+}

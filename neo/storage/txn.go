@@ -445,12 +445,18 @@ func (tm *txnManager) abort(ctx context.Context, ttid zodb.Tid, evenIfLocked boo
 			return fmt.Errorf("abort %s: %w", ttid, err)
 		}
 	}
+	// Every lock the transaction holds goes, also one taken by a store
+	// that failed afterwards (its oid is not in t.serial).
 	tm.s.viewMu.Lock()
-	for oid := range t.serial {
-		if locked && tm.loadLock[oid] == ttid {
-			delete(tm.loadLock, oid)
+	if locked {
+		for oid, l := range tm.loadLock {
+			if l == ttid {
+				delete(tm.loadLock, oid)
+			}
 		}
-		if tm.storeLock[oid] == ttid {
+	}
+	for oid, l := range tm.storeLock {
+		if l == ttid {
 			delete(tm.storeLock, oid)
 		}
 	}
