@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -8,7 +9,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +25,10 @@ const benchUsage = `[-n OBJECTS] [--size BYTES] [--commits N] [--samples N] [--d
 Measures a running storage (a neo:// cluster, or any URL zodb.Open takes)
 through the Go client, after filling it with OBJECTS new objects, and prints
 one line per figure. A raw TCP ping-pong on loopback is measured in the same
-run as the physical reference. It writes OBJECTS objects and more: run it
-against a scratch cluster (neo simple), not one holding data you care about.
+run as the physical reference, within this process and with another process
+(this program again, with --echo-server), as a client and a storage node
+are. It writes OBJECTS objects and more: run it against a scratch cluster
+(neo simple), not one holding data you care about.
 
 Figures: latency (median, p99) of serial loads of objects the client never
 read, twice (first and second read of each object, each time with a new
@@ -30,8 +36,8 @@ client), of commits of 1 and 10 objects (with the time spent in each commit
 phase), of commits from 8 clients at once and of loadBefore (the revision
 before the current one); loads per second of 1, 4 and 16 clients loading
 distinct objects in parallel for --duration; records per second of an
-iteration over the whole database; and the ratio of the load latency to the
-raw round trip.
+iteration over the whole database; and the ratio of the load latency to
+each raw round trip.
 `
 
 // benchArgs is the command line of neo bench.
@@ -44,6 +50,7 @@ type benchArgs struct {
 	samples  int           // loads per latency figure (at most objects)
 	duration time.Duration // per parallel-load figure
 	raw      int           // round trips of the raw reference
+	echo     bool          // serve the other end of a cross-process ping-pong
 }
 
 func parseBench(e *env, args []string) (*benchArgs, error) {
@@ -56,12 +63,19 @@ func parseBench(e *env, args []string) (*benchArgs, error) {
 	fs.IntVar(&b.samples, "samples", 10000, "loads for each latency figure")
 	fs.DurationVar(&b.duration, "duration", 2*time.Second, "duration of each parallel-load figure")
 	fs.IntVar(&b.raw, "raw", 20000, "round trips of the raw TCP reference")
+	fs.BoolVar(&b.echo, "echo-server", false, "print a loopback address and echo what one connection to it sends (the other end of the cross-process reference)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if err == flag.ErrHelp {
 			return nil, err
 		}
 		return nil, &usageError{err.Error()}
+	}
+	if b.echo {
+		if len(pos) != 0 {
+			return nil, usagef("--echo-server takes no URL")
+		}
+		return b, nil
 	}
 	if len(pos) != 1 {
 		return nil, usagef("want one URL, got %d arguments", len(pos))
@@ -105,6 +119,9 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if b.echo {
+		return echoServer(ctx, e.stdout)
+	}
 	return bench(ctx, b, e.stdout)
 }
 
@@ -126,6 +143,11 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 		return fmt.Errorf("raw TCP reference: %w", err)
 	}
 	fmt.Fprintf(w, "raw TCP ping-pong 64 B, loopback: %v\n", raw)
+	rawProc, err := crossProcessPingPong(ctx, b.raw)
+	if err != nil {
+		return fmt.Errorf("raw TCP reference with another process: %w", err)
+	}
+	fmt.Fprintf(w, "raw TCP ping-pong 64 B, loopback, with another process: %v\n", rawProc)
 
 	// Fill.
 	stor, err := open()
@@ -295,7 +317,8 @@ func bench(ctx context.Context, b *benchArgs, w io.Writer) error {
 	d = time.Since(t0)
 	fmt.Fprintf(w, "read all (iteration): %d records in %v, %.0f objects/s\n", nobj, d.Round(time.Millisecond), float64(nobj)/d.Seconds())
 
-	fmt.Fprintf(w, "ratio load/raw (medians, second read): %.1f\n", float64(load.pct(0.5))/float64(raw.pct(0.5)))
+	fmt.Fprintf(w, "ratio load/raw (medians, second read): %.1f; to the ping-pong with another process: %.1f\n",
+		float64(load.pct(0.5))/float64(raw.pct(0.5)), float64(load.pct(0.5))/float64(rawProc.pct(0.5)))
 	return nil
 }
 
@@ -505,18 +528,7 @@ func rawPingPong(ctx context.Context, rounds int) (latencies, error) {
 			echoDone <- err
 			return
 		}
-		defer c.Close()
-		buf := make([]byte, 64)
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				echoDone <- nil // the client closed
-				return
-			}
-			if _, err := c.Write(buf); err != nil {
-				echoDone <- err
-				return
-			}
-		}
+		echoDone <- echo(c)
 	}()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
@@ -525,6 +537,34 @@ func rawPingPong(ctx context.Context, rounds int) (latencies, error) {
 		<-echoDone
 		return nil, err
 	}
+	lat := pingPong(c, rounds)
+	c.Close()
+	if err := <-echoDone; err != nil {
+		return nil, err
+	}
+	if len(lat) < rounds {
+		return nil, errors.New("connection broken")
+	}
+	return lat, nil
+}
+
+// echo sends back what c sends, 64 bytes at a time, until c closes.
+func echo(c net.Conn) error {
+	defer c.Close()
+	buf := make([]byte, 64)
+	for {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return nil // the client closed
+		}
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+	}
+}
+
+// pingPong sends 64 bytes and reads them back, rounds times or until the
+// connection breaks, and returns the round-trip times.
+func pingPong(c net.Conn, rounds int) latencies {
 	buf := make([]byte, 64)
 	lat := make(latencies, 0, rounds)
 	for range rounds {
@@ -537,10 +577,54 @@ func rawPingPong(ctx context.Context, rounds int) (latencies, error) {
 		}
 		lat = append(lat, time.Since(t))
 	}
-	c.Close()
-	if err := <-echoDone; err != nil {
+	return lat
+}
+
+// echoServer is neo bench --echo-server: it prints its loopback address
+// and echoes one connection.
+func echoServer(ctx context.Context, stdout io.Writer) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	fmt.Fprintln(stdout, ln.Addr().String())
+	c, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	return echo(c)
+}
+
+// crossProcessPingPong measures the raw ping-pong with an echo server in
+// another process (this program run with --echo-server).
+func crossProcessPingPong(ctx context.Context, rounds int) (latencies, error) {
+	self, err := os.Executable()
+	if err != nil {
 		return nil, err
 	}
+	cmd := exec.CommandContext(ctx, self, "bench", "--echo-server")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("echo server: %w", err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", strings.TrimSpace(addr))
+	if err != nil {
+		return nil, err
+	}
+	lat := pingPong(c, rounds)
+	c.Close()
 	if len(lat) < rounds {
 		return nil, errors.New("connection broken")
 	}

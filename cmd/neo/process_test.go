@@ -924,7 +924,8 @@ func TestBenchSimple(t *testing.T) {
 		t.Fatalf("neo bench: exit %d, %v\n%s", code, err, out.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 13 || !strings.HasPrefix(lines[len(lines)-1], "ratio load/raw") ||
+	if len(lines) != 14 || !strings.HasPrefix(lines[len(lines)-1], "ratio load/raw") ||
+		!strings.Contains(out.String(), "raw TCP ping-pong 64 B, loopback, with another process: median") ||
 		!strings.Contains(out.String(), "read all (iteration): 492 records") {
 		t.Errorf("neo bench printed:\n%s", out.String())
 	}
