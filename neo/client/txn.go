@@ -723,9 +723,14 @@ func (t *txn) Finish(ctx context.Context) (zodb.Tid, error) {
 	c.evMu.Lock()
 	c.finishing = true
 	c.evMu.Unlock()
-	// Invalidations sent before the answer may still wait in the link's
-	// queue: finish lets them be handled first.
 	tid, err := t.finish(ctx, &proto.AskFinishTransaction{TTid: t.ttid, Oids: nonNilOids(stored), Deleted: nonNilU32(deleted), Checked: nonNilU32(checked)})
+	if err == nil {
+		// Invalidations sent before the answer may still wait in the
+		// link's queue: let them be handled, they come first.
+		if serr := t.master.Sync(ctx); serr != nil {
+			c.log.Debug("sync with the master after finish", "err", serr)
+		}
+	}
 	c.evMu.Lock()
 	c.finishing = false
 	var own *ownCommit
@@ -767,7 +772,7 @@ func nonNilU32(v []uint32) []uint32 {
 // answers, the transaction may still be committed: the client asks the
 // next primary for its final tid (AskFinalTID).
 func (t *txn) finish(ctx context.Context, req *proto.AskFinishTransaction) (zodb.Tid, error) {
-	m, err := t.master.AskInOrder(ctx, req)
+	m, err := t.master.Ask(ctx, req)
 	if err == nil {
 		a, ok := m.(*proto.AnswerTransactionFinished)
 		if !ok || a.TTid != t.ttid {

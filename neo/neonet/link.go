@@ -585,43 +585,6 @@ func (l *Link) Sync(ctx context.Context) error {
 	seq := c.seq
 	c.reset()
 	callPool.Put(c)
-	if err := l.waitHandled(ctx, seq); err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	return nil
-}
-
-// AskInOrder is Ask, and it returns once every request and notification the
-// peer sent before the answer has been handled here, like Sync but without
-// the round trip: for answers that must not overtake the notifications
-// sent before them. The same assumption as Sync's holds: one goroutine
-// receives and handles the link's packets, and it does not call this.
-func (l *Link) AskInOrder(ctx context.Context, req Msg) (Msg, error) {
-	c := callPool.Get().(*Call)
-	if err := l.start(ctx, c, req); err != nil {
-		c.reset()
-		callPool.Put(c)
-		return nil, err
-	}
-	answer, err := c.wait(ctx)
-	if c.abandoned {
-		return answer, err
-	}
-	seq := c.seq
-	c.reset()
-	callPool.Put(c)
-	if err != nil {
-		return nil, err
-	}
-	if err := l.waitHandled(ctx, seq); err != nil {
-		return nil, fmt.Errorf("ask %s: %w", msgName(req), err)
-	}
-	return answer, nil
-}
-
-// waitHandled waits until the first seq requests and notifications queued
-// on the link have been handled.
-func (l *Link) waitHandled(ctx context.Context, seq uint64) error {
 	for {
 		l.mu.Lock()
 		if l.handled >= seq {
@@ -631,7 +594,7 @@ func (l *Link) waitHandled(ctx context.Context, seq uint64) error {
 		if l.err != nil {
 			err := l.err
 			l.mu.Unlock()
-			return err
+			return fmt.Errorf("sync: %w", err)
 		}
 		if l.progress == nil {
 			l.progress = make(chan struct{})
@@ -641,7 +604,7 @@ func (l *Link) waitHandled(ctx context.Context, seq uint64) error {
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("sync: %w", ctx.Err())
 		}
 	}
 }

@@ -553,69 +553,50 @@ func TestPongAfterEarlierAnswers(t *testing.T) {
 // Sync returns only after the notifications received before the Pong were
 // handled.
 func TestSyncWaitsForHandling(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		barrier func(ctx context.Context, c *Link) error
-	}{
-		{"Sync", func(ctx context.Context, c *Link) error { return c.Sync(ctx) }},
-		{"AskInOrder", func(ctx context.Context, c *Link) error {
-			m, err := c.AskInOrder(ctx, &proto.AskLastTransaction{})
-			if _, ok := m.(*proto.AnswerLastTransaction); err == nil && !ok {
-				return fmt.Errorf("answer %#v", m)
+	ctx := testCtx(t)
+	c, s := pair(t)
+	serve(t, s, func(r *Request) {
+		if r.Msg.MsgCode() == proto.CodeAskLastTransaction {
+			r.Reply(ctx, &proto.AnswerLastTransaction{})
+		}
+	})
+	release := make(chan struct{})
+	var handled bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			r, err := c.Recv(ctx)
+			if err != nil {
+				return
 			}
-			return err
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t)
-			c, s := pair(t)
-			serve(t, s, func(r *Request) {
-				if r.Msg.MsgCode() == proto.CodeAskLastTransaction {
-					r.Reply(ctx, &proto.AnswerLastTransaction{})
-				}
-			})
-			release := make(chan struct{})
-			var handled bool
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				for {
-					r, err := c.Recv(ctx)
-					if err != nil {
-						return
-					}
-					if r.Msg.MsgCode() == proto.CodeNotifyClusterInformation {
-						<-release
-						handled = true
-					}
-				}
-			})
-			defer func() { c.Close(); wg.Wait() }()
-			// s notifies, then c asks: the answer comes after the
-			// notification.
-			if err := s.Notify(ctx, &proto.NotifyClusterInformation{State: proto.ClusterRunning}); err != nil {
-				t.Fatal(err)
+			if r.Msg.MsgCode() == proto.CodeNotifyClusterInformation {
+				<-release
+				handled = true
 			}
-			syncErr := make(chan error, 1)
-			go func() { syncErr <- tc.barrier(ctx, c) }()
-			// Wait until the answer has been received: nothing is pending
-			// any more.
-			for !c.pingAnswered() || !c.hasTaken(1) {
-				time.Sleep(time.Millisecond)
-			}
-			select {
-			case err := <-syncErr:
-				close(release)
-				t.Fatalf("returned (%v) before the notification was handled", err)
-			default:
-			}
-			close(release)
-			if err := <-syncErr; err != nil {
-				t.Fatal(err)
-			}
-			if !handled {
-				t.Fatal("returned before the notification was handled")
-			}
-		})
+		}
+	})
+	defer func() { c.Close(); wg.Wait() }()
+	// s notifies, then c syncs: the Pong comes after the notification.
+	if err := s.Notify(ctx, &proto.NotifyClusterInformation{State: proto.ClusterRunning}); err != nil {
+		t.Fatal(err)
+	}
+	syncErr := make(chan error, 1)
+	go func() { syncErr <- c.Sync(ctx) }()
+	// Wait until the Pong has been received: nothing is pending any more.
+	for !c.pingAnswered() || !c.hasTaken(1) {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-syncErr:
+		t.Fatalf("Sync returned (%v) before the notification was handled", err)
+	default:
+	}
+	close(release)
+	if err := <-syncErr; err != nil {
+		t.Fatal(err)
+	}
+	if !handled {
+		t.Fatal("Sync returned before the notification was handled")
 	}
 }
 
