@@ -138,22 +138,7 @@ func TestStoragesLostInTurn(t *testing.T) {
 	t.Logf("both lost: %v", s)
 	cl.Close()
 
-	// Order of events: the cluster leaving recovery, S2 answering it.
-	var seq atomic.Int32
-	var verifyingAt, s2At atomic.Int32
-	verifying := c.net.OnPacket("M1", "S1", proto.CodeNotifyClusterInformation, func(p faultnet.Packet) bool {
-		if m, err := p.Decode(); err != nil || m.(*proto.NotifyClusterInformation).State != proto.ClusterVerifying {
-			return false
-		}
-		verifyingAt.Store(seq.Add(1))
-		return true
-	})
-	defer verifying.Stop()
-	s2answer := c.net.OnPacket("S2", "M1", proto.CodeAnswerRecovery, func(faultnet.Packet) bool {
-		s2At.Store(seq.Add(1))
-		return true
-	})
-	defer s2answer.Stop()
+	leftEarly := c.watchRecoveryOrder(t)
 	s1pt := c.net.OnPacket("S1", "M1", proto.CodeAnswerPartitionTable, func(faultnet.Packet) bool { return true })
 	c.restartStorage(0)
 	waitFired(t, s1pt, "S1's AnswerPartitionTable")
@@ -162,7 +147,7 @@ func TestStoragesLostInTurn(t *testing.T) {
 	})
 	c.restartStorage(1)
 	c.waitRunning()
-	if v, w := verifyingAt.Load(), s2At.Load(); v != 0 && (w == 0 || v < w) {
+	if leftEarly() {
 		t.Errorf("the cluster left recovery with S1 alone, whose stale table shows its cells UP_TO_DATE: the commits made without it are not served")
 	}
 	s = c.waitUpToDate()
@@ -174,6 +159,31 @@ func TestStoragesLostInTurn(t *testing.T) {
 	}
 	w.verify(t, c)
 	compareDatabases(t, c)
+}
+
+// watchRecoveryOrder records when the master tells S1 the cluster is
+// VERIFYING and when S2 answers the master's AskRecovery; leftEarly tells
+// whether the cluster left recovery before S2 answered (until the end of
+// the test).
+func (c *tcluster) watchRecoveryOrder(t *testing.T) (leftEarly func() bool) {
+	var seq, verifyingAt, s2At atomic.Int32
+	verifying := c.net.OnPacket("M1", "S1", proto.CodeNotifyClusterInformation, func(p faultnet.Packet) bool {
+		if m, err := p.Decode(); err != nil || m.(*proto.NotifyClusterInformation).State != proto.ClusterVerifying {
+			return false
+		}
+		verifyingAt.Store(seq.Add(1))
+		return true
+	})
+	t.Cleanup(verifying.Stop)
+	s2answer := c.net.OnPacket("S2", "M1", proto.CodeAnswerRecovery, func(faultnet.Packet) bool {
+		s2At.Store(seq.Add(1))
+		return true
+	})
+	t.Cleanup(s2answer.Stop)
+	return func() bool {
+		v, w := verifyingAt.Load(), s2At.Load()
+		return v != 0 && (w == 0 || v < w)
+	}
 }
 
 // TestSourceLostReplicating loses S2 while S1 fetches from it (S1's cells
@@ -197,26 +207,13 @@ func TestSourceLostReplicating(t *testing.T) {
 	c.waitFor("RECOVERING", func(s *state) bool { return s.cluster == proto.ClusterRecovering })
 	// S1 is connected and pending; the cluster must wait for S2: it may
 	// leave recovery only after S2 answered it.
-	var seq, verifyingAt, s2At atomic.Int32
-	verifying := c.net.OnPacket("M1", "S1", proto.CodeNotifyClusterInformation, func(p faultnet.Packet) bool {
-		if m, err := p.Decode(); err != nil || m.(*proto.NotifyClusterInformation).State != proto.ClusterVerifying {
-			return false
-		}
-		verifyingAt.Store(seq.Add(1))
-		return true
-	})
-	defer verifying.Stop()
-	s2answer := c.net.OnPacket("S2", "M1", proto.CodeAnswerRecovery, func(faultnet.Packet) bool {
-		s2At.Store(seq.Add(1))
-		return true
-	})
-	defer s2answer.Stop()
+	leftEarly := c.watchRecoveryOrder(t)
 	c.waitFor("S1 PENDING", func(s *state) bool {
 		return s.nodes["S1"] == proto.NodePending || s.cluster != proto.ClusterRecovering
 	})
 	c.restartStorage(1)
 	c.waitRunning()
-	if v, w := verifyingAt.Load(), s2At.Load(); v != 0 && (w == 0 || v < w) {
+	if leftEarly() {
 		t.Errorf("the cluster left recovery with S1 alone, out of date")
 	}
 	c.waitUpToDate()
