@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neozodb/neo/neo/client"
 	"github.com/neozodb/neo/neo/internal/cluster"
 	"github.com/neozodb/neo/neo/internal/faultnet"
 	"github.com/neozodb/neo/neo/proto"
@@ -408,6 +409,59 @@ func TestFailedVote(t *testing.T) {
 	}
 	if data, serial := loadAt(t, stor, oid, zodb.TidMax); string(data) != "v1" || serial != tid {
 		t.Errorf("load %q at %v, want v1 at %v", data, serial, tid)
+	}
+}
+
+// TestStoreLinkLostQuietly: the link to a storage closes while none of the
+// transaction's requests is in flight (its stores were answered). The
+// storage forgets the transaction's stores with the link; the client must
+// not go on over a new link (the storage would vote and commit the
+// transaction without them) but count the storage as failed, so that the
+// master outdates its cells and it catches up by replication.
+func TestStoreLinkLostQuietly(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 2, Replicas: 1, Partitions: 1})
+	cl := c.Client(t, "C1", nil)
+	ctx := testCtx(t)
+	oids, err := cl.NewOids(ctx, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn, err := cl.Begin(ctx, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort(ctx)
+	for i, oid := range oids {
+		if i == len(oids)/2 {
+			// The first stores are answered by both storages; then the
+			// link to S1 closes and can be made again.
+			if err := client.WaitStored(ctx, txn); err != nil {
+				t.Fatal(err)
+			}
+			c.Net.Cut("C1", c.StorageName(0))
+			c.Net.Heal("C1", c.StorageName(0))
+		}
+		if err := txn.Store(ctx, oid, 0, []byte("new "+oid.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatalf("vote: %v", err)
+	}
+	tid, err := txn.Finish(ctx)
+	if err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	if err := c.WaitUpToDate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// S1 alone serves everything.
+	c.KillStorage(1)
+	for _, oid := range oids {
+		data, serial, _, err := cl.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+		if err != nil || string(data) != "new "+oid.String() || serial != tid {
+			t.Errorf("load %v from S1: %q at %v, %v; want the commit at %v", oid, data, serial, err, tid)
+		}
 	}
 }
 

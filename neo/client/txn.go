@@ -75,6 +75,10 @@ type txn struct {
 	pending  []*pendingCall
 	involved map[proto.NodeID]bool // storages that received requests
 	failed   map[proto.NodeID]bool // storages lost during the transaction
+	// links: the link to each storage the transaction used. A storage
+	// forgets the transactions of a client whose link closed, so the
+	// transaction never goes on over another link to it.
+	links    map[proto.NodeID]*neonet.Link
 	resolved []zodb.Oid
 }
 
@@ -148,6 +152,7 @@ func (c *Client) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, error
 		objs:     map[zodb.Oid]*txnObj{},
 		involved: map[proto.NodeID]bool{},
 		failed:   map[proto.NodeID]bool{},
+		links:    map[proto.NodeID]*neonet.Link{},
 	}
 	c.cur.Store(t)
 	c.log.Debug("transaction begun", "ttid", t.ttid)
@@ -231,7 +236,7 @@ func (t *txn) sendLocked(ctx context.Context, oid zodb.Oid, req proto.Msg, kind 
 			continue
 		}
 		t.involved[nid] = true
-		link, err := t.c.storage(ctx, nid)
+		link, err := t.storageLocked(ctx, nid)
 		if err == nil {
 			var call *neonet.Call
 			call, err = link.Start(ctx, req)
@@ -259,6 +264,25 @@ func (t *txn) sendLocked(ctx context.Context, oid zodb.Oid, req proto.Msg, kind 
 		return fmt.Errorf("oid %v: no storage to write to: %w", oid, lastErr)
 	}
 	return nil
+}
+
+// storageLocked returns the link to storage nid for the transaction: the
+// one it used first. Once that link is down, the storage has forgotten the
+// transaction's stores and the transaction cannot go on with it (nor
+// reconnect to it): it is failed. t.mu is held.
+func (t *txn) storageLocked(ctx context.Context, nid proto.NodeID) (*neonet.Link, error) {
+	if link, ok := t.links[nid]; ok {
+		if err := link.Err(); err != nil {
+			return nil, fmt.Errorf("link used by the transaction lost: %w", err)
+		}
+		return link, nil
+	}
+	link, err := t.c.storage(ctx, nid)
+	if err != nil {
+		return nil, err
+	}
+	t.links[nid] = link
+	return link, nil
 }
 
 // store sends a new state of oid.
@@ -595,7 +619,9 @@ func (t *txn) Vote(ctx context.Context) ([]zodb.Oid, error) {
 			req = &proto.AskStoreTransaction{TTid: t.ttid, User: nonNil(t.meta.User), Description: nonNil(t.meta.Description),
 				Extension: nonNil(t.meta.Extension), Oids: oids}
 		}
-		link, err := t.c.storage(ctx, nid)
+		t.mu.Lock()
+		link, err := t.storageLocked(ctx, nid)
+		t.mu.Unlock()
 		var call *neonet.Call
 		if err == nil {
 			call, err = link.Start(ctx, req)
