@@ -211,6 +211,10 @@ func (r *replicator) work(ctx context.Context) {
 			s.unlock()
 			continue
 		}
+		var from, to zodb.Tid
+		if part != nil {
+			from, to = part.progress, part.target
+		}
 		var check *proto.CheckPartition
 		if part == nil && len(r.checks) > 0 {
 			check = r.checks[0]
@@ -219,7 +223,7 @@ func (r *replicator) work(ctx context.Context) {
 		s.mu.Unlock()
 		switch {
 		case part != nil:
-			err := r.replicate(ctx, links, p, src, part.progress, part.target)
+			err := r.replicate(ctx, links, p, src, from, to)
 			s.mu.Lock()
 			if cur := r.parts[p]; cur == part {
 				if err != nil {
