@@ -354,7 +354,7 @@ func (r *runner) dumpLogs() {
 	if r.opt.Log == nil {
 		return
 	}
-	lines := r.logs.last(200)
+	lines := r.logs.last(1500)
 	fmt.Fprintf(r.opt.Log, "stress: last %d lines of the nodes' logs:\n", len(lines))
 	for _, l := range lines {
 		fmt.Fprintf(r.opt.Log, "\t%s\n", l)

@@ -161,7 +161,7 @@ func run(ctx context.Context, opt Options, hk hooks) (res Result, err error) {
 	if opt.Replicas < 0 || opt.Replicas >= opt.Storages {
 		return Result{}, fmt.Errorf("stress: %d replicas need at least %d storages, have %d", opt.Replicas, opt.Replicas+1, opt.Storages)
 	}
-	r := &runner{opt: opt, rng: rand.New(rand.NewSource(opt.Seed)), logs: newRing(2000), hooks: hk}
+	r := &runner{opt: opt, rng: rand.New(rand.NewSource(opt.Seed)), logs: newRing(5000), hooks: hk}
 	began := time.Now()
 	r.logf("seed %d: %d cycles, %d clients, %d masters, %d storages, %d replicas, %d partitions",
 		opt.Seed, opt.Cycles, opt.Clients, opt.Masters, opt.Storages, opt.Replicas, opt.Partitions)
@@ -195,7 +195,7 @@ func run(ctx context.Context, opt Options, hk hooks) (res Result, err error) {
 		name:     "stress",
 		replicas: opt.Replicas,
 		net:      faultnet.New(nil),
-		logger:   slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		logger:   slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		logf:     r.logf,
 
 		wrapBackend: hk.wrapBackend,
