@@ -111,6 +111,9 @@ func (c *Client) storage(ctx context.Context, nid proto.NodeID) (*neonet.Link, e
 		close(s.done)
 		return nil, err
 	}
+	// A storage sends a client nothing but answers, and NotifyDeadlock
+	// while stores wait: the goroutines waiting for answers read them.
+	link.SetPassiveRecv()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -98,17 +98,21 @@ type Link struct {
 	aborting bool             // down by an abort: the link's goroutine lingers
 
 	// The read turn (see read.go).
-	rbusy     bool          // taken
-	turnGen   uint64        // incremented when given back
-	kicked    bool          // the holder's reads were made to fail (its context ended)
-	rwait     []*Call       // calls waiting for their answer, which may take the turn
-	recvWait  int           // Recv calls waiting, which may take the turn
-	rerr      error         // why reading ended: the turn is the link goroutine's
-	bgwake    chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
-	idle      *time.Timer   // wakes the link's goroutine to read when nobody does
-	idleAfter time.Duration // readIdle when the link was made
-	kick      func()        // kickRead
-	delivered uint64        // answers, and requests to a waiting Recv, dispatched
+	rbusy      bool          // taken
+	turnGen    uint64        // incremented when given back
+	kicked     bool          // the holder's reads were made to fail (its context ended)
+	rwait      []*Call       // calls waiting for their answer, which may take the turn
+	recvWait   int           // Recv calls waiting, which may take the turn
+	passive    bool          // Recv never takes the turn (SetPassiveRecv)
+	rerr       error         // why reading ended: the turn is the link goroutine's
+	bgwake     chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
+	idle       *time.Timer   // wakes the link's goroutine to read when nobody does
+	idleAfter  time.Duration // readIdle when the link was made
+	idleArmed  bool          // idle is set and has not fired
+	freeAt     time.Time     // when the turn was last given back free
+	kick       func()        // kickRead
+	delivered  uint64        // answers, and requests to a waiting Recv, dispatched
+	handedOver uint64        // answers read by another goroutine than their caller's
 
 	lingering   chan struct{} // closed by lingerClose
 	lingerUntil time.Time     // end of the lingering of an abort
@@ -135,6 +139,7 @@ func newLink(conn, raw net.Conn) *Link {
 		bgwake:    make(chan struct{}, 1),
 		idle:      time.NewTimer(readIdle),
 		idleAfter: readIdle,
+		idleArmed: true,
 		lingering: make(chan struct{}),
 		reading:   make(chan struct{}),
 		buf:       make([]byte, readBufSize),
@@ -494,15 +499,20 @@ func (c *Call) wait(ctx context.Context) (Msg, error) {
 		l.rwait = append(l.rwait, c)
 		l.mu.Unlock()
 		var err error
+		handed := false
 		select {
 		case <-c.done:
 			c.done <- struct{}{} // taken again below
+			handed = true
 		case <-c.turn:
 			offered = true
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
 		l.mu.Lock()
+		if handed {
+			l.handedOver++
+		}
 		c.unwait()
 		l.mu.Unlock()
 		if err != nil {
@@ -747,6 +757,16 @@ func (l *Link) Recv(ctx context.Context) (*Request, error) {
 			l.mu.Unlock()
 			return nil, fmt.Errorf("recv: %w", err)
 		}
+		if l.passive {
+			l.mu.Unlock()
+			select {
+			case <-l.qwake:
+			case <-l.down:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("recv: %w", ctx.Err())
+			}
+			continue
+		}
 		if l.takeTurn() {
 			l.mu.Unlock()
 			if err := l.readTurn(ctx, l.queueReady); err != nil {
@@ -772,6 +792,18 @@ func (l *Link) Recv(ctx context.Context) (*Request, error) {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// SetPassiveRecv makes Recv leave reading to the goroutines waiting for
+// answers and, while none waits, to the link's own goroutine (after
+// readIdle). It is for links whose peer seldom sends requests or
+// notifications, such as a client's links to storages: a goroutine always
+// in Recv would otherwise hold the read turn, and every answer would be
+// handed over to its caller instead of read by it.
+func (l *Link) SetPassiveRecv() {
+	l.mu.Lock()
+	l.passive = true
+	l.mu.Unlock()
 }
 
 // queueReady tells whether Recv has something to return. Called with l.mu

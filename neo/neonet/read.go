@@ -71,7 +71,7 @@ func (l *Link) wakeReader() {
 			case c.turn <- struct{}{}:
 			default:
 			}
-			l.idle.Reset(l.idleAfter)
+			l.armIdle()
 			return
 		}
 	}
@@ -81,7 +81,20 @@ func (l *Link) wakeReader() {
 		default:
 		}
 	}
-	l.idle.Reset(l.idleAfter)
+	l.armIdle()
+}
+
+// armIdle notes that the read turn is free from now on, and makes sure the
+// link's goroutine looks at it readIdle later. The timer is not moved
+// while it runs (moving a timer may cost waking the runtime's network
+// poller, on every round trip): when it fires early, the link's goroutine
+// sets it again for the rest of the time. Called with l.mu held.
+func (l *Link) armIdle() {
+	l.freeAt = time.Now()
+	if !l.idleArmed {
+		l.idleArmed = true
+		l.idle.Reset(l.idleAfter)
+	}
 }
 
 // endTurn hands the read turn over to the link's goroutine after err (nil
@@ -191,13 +204,25 @@ func (l *Link) reader() {
 func (l *Link) readIdleTurns() error {
 	down := l.down
 	for {
+		fired := false
 		select {
 		case <-l.idle.C:
+			fired = true
 		case <-l.bgwake:
 		case <-down:
 			down = nil // from now on, woken when the turn is handed over
 		}
 		l.mu.Lock()
+		if fired {
+			l.idleArmed = false
+			if rest := l.idleAfter - time.Since(l.freeAt); rest > 0 && l.rerr == nil && l.err == nil {
+				// freed again since the timer was set
+				l.idleArmed = true
+				l.idle.Reset(rest)
+				l.mu.Unlock()
+				continue
+			}
+		}
 		if l.rerr != nil { // handed over by a waiter
 			err := l.rerr
 			l.mu.Unlock()

@@ -30,6 +30,64 @@ func TestReadTurnStress(t *testing.T) {
 		c, s := pairTLS(t, node(t, ca.pem, ca, "client"), node(t, ca.pem, ca, "storage"))
 		readTurnStress(t, c, s)
 	})
+	t.Run("passive-recv", func(t *testing.T) {
+		c, s := pair(t)
+		c.SetPassiveRecv()
+		readTurnStress(t, c, s)
+	})
+}
+
+// With a goroutine always in Recv, answers to a caller asking again and
+// again are read by the caller itself when Recv is passive, and handed
+// over from Recv's reading otherwise; a notification still reaches the
+// passive Recv, while nobody waits for an answer.
+func TestPassiveRecv(t *testing.T) {
+	for _, passive := range []bool{false, true} {
+		c, s := pair(t)
+		ctx := testCtx(t)
+		serve(t, s, func(r *Request) {
+			r.Reply(ctx, objectAnswer(r.Msg.(*proto.AskObject).Oid, 100))
+			r.Release()
+		})
+		if passive {
+			c.SetPassiveRecv()
+		}
+		got := make(chan proto.Msg, 1)
+		go func() {
+			for {
+				r, err := c.Recv(ctx)
+				if err != nil {
+					return
+				}
+				got <- r.Msg
+			}
+		}()
+		const n = 300
+		for i := range n {
+			a, err := c.Ask(ctx, &proto.AskObject{Oid: zodb.Oid(i), At: zodb.InvalidTid, Before: zodb.InvalidTid})
+			if err != nil || !answers(a, zodb.Oid(i), 100) {
+				t.Fatalf("ask %d: %v", i, err)
+			}
+		}
+		c.mu.Lock()
+		handed := c.handedOver
+		c.mu.Unlock()
+		t.Logf("passive %v: handed %d", passive, handed)
+		if passive && handed > n/10 || !passive && handed <= n/10 {
+			t.Errorf("passive %v: %d of %d answers handed over", passive, handed, n)
+		}
+		if err := s.Notify(ctx, &proto.NotifyClusterInformation{State: proto.ClusterRunning}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			if ci, ok := m.(*proto.NotifyClusterInformation); !ok || ci.State != proto.ClusterRunning {
+				t.Errorf("passive %v: received %#v", passive, m)
+			}
+		case <-ctx.Done():
+			t.Fatalf("passive %v: notification not received", passive)
+		}
+	}
 }
 
 func readTurnStress(t *testing.T, c, s *Link) {
