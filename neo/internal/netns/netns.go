@@ -69,8 +69,9 @@ type Network struct {
 	subnet netip.Prefix
 	nodes  []*Node
 
-	mu  sync.Mutex
-	cut map[[2]*Node]bool // from, to: packets from → to are dropped
+	mu   sync.Mutex
+	cut  map[[2]*Node]bool // from, to: packets from → to are dropped
+	cmds []*exec.Cmd       // made by Command and CommandContext, killed by teardown
 }
 
 // Node is one namespace of a Network.
@@ -228,6 +229,15 @@ func (nd *Node) neighbour(peer *Node, mac string) []string {
 
 // teardown kills what still runs in the namespaces and deletes them.
 func (nw *Network) teardown() {
+	nw.mu.Lock()
+	cmds := nw.cmds
+	nw.cmds = nil
+	nw.mu.Unlock()
+	for _, cmd := range cmds {
+		if cmd.Process != nil {
+			cmd.Process.Kill() // an error: it ended already
+		}
+	}
 	var errs []error
 	for _, nd := range nw.nodes {
 		errs = append(errs, removeNamespace(nd.NS))
@@ -412,12 +422,23 @@ func (nd *Node) killConnections(peer *Node) error {
 // namespace (through ip netns exec, which execs it: the process started
 // is the command itself, so signals reach it).
 func (nd *Node) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command(ipCommand, append([]string{"netns", "exec", nd.NS, name}, args...)...)
+	return nd.net.track(exec.Command(ipCommand, append([]string{"netns", "exec", nd.NS, name}, args...)...))
 }
 
 // CommandContext is Command with a context that kills the process.
 func (nd *Node) CommandContext(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, ipCommand, append([]string{"netns", "exec", nd.NS, name}, args...)...)
+	return nd.net.track(exec.CommandContext(ctx, ipCommand, append([]string{"netns", "exec", nd.NS, name}, args...)...))
+}
+
+// track records a command for teardown, which kills it: listing the
+// processes of a namespace misses one that has not entered it yet (ip
+// netns exec between its start and its setns), which would then run in
+// the namespace after it lost its name.
+func (nw *Network) track(cmd *exec.Cmd) *exec.Cmd {
+	nw.mu.Lock()
+	nw.cmds = append(nw.cmds, cmd)
+	nw.mu.Unlock()
+	return cmd
 }
 
 // Sysctl sets a network sysctl of the node's namespace, such as
