@@ -263,16 +263,13 @@ func (tm *txnManager) storeObject(ctx context.Context, ttid, serial zodb.Tid, oi
 		sum = checksum
 	}
 	id, err := tm.s.db.StoreData(ctx, ttid, oid, sum, data, compression, dataSerial)
-	if errors.Is(err, backend.ErrUndoData) {
-		if tm.s.readable(int(tm.partition(oid))) {
-			delete(t.serial, oid)
-			return 0, err
-		}
+	if errors.Is(err, backend.ErrUndoData) && !tm.s.readable(int(tm.partition(oid))) {
 		// not readable here: the data sent by the client is used
 		id, err = tm.s.db.StoreData(ctx, ttid, oid, sum, data, compression, zodb.InvalidTid)
 	}
 	if err != nil {
-		delete(t.serial, oid)
+		// oid stays in t.serial, as the write lock the store took: it is
+		// released with the transaction, which the client aborts.
 		return 0, err
 	}
 	st.dataID = id
@@ -445,18 +442,14 @@ func (tm *txnManager) abort(ctx context.Context, ttid zodb.Tid, evenIfLocked boo
 			return fmt.Errorf("abort %s: %w", ttid, err)
 		}
 	}
-	// Every lock the transaction holds goes, also one taken by a store
-	// that failed afterwards (its oid is not in t.serial).
+	// t.serial has every oid whose lock t may hold (stored, checked, or
+	// a store that failed after taking the lock).
 	tm.s.viewMu.Lock()
-	if locked {
-		for oid, l := range tm.loadLock {
-			if l == ttid {
-				delete(tm.loadLock, oid)
-			}
+	for oid := range t.serial {
+		if locked && tm.loadLock[oid] == ttid {
+			delete(tm.loadLock, oid)
 		}
-	}
-	for oid, l := range tm.storeLock {
-		if l == ttid {
+		if tm.storeLock[oid] == ttid {
 			delete(tm.storeLock, oid)
 		}
 	}
