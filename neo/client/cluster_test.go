@@ -465,6 +465,68 @@ func TestStoreLinkLostQuietly(t *testing.T) {
 	}
 }
 
+// TestMetadataStorageLost: the only storage a transaction writes nothing
+// to but its metadata (a cell of the ttid's partition) cannot be reached at
+// the vote. As with NEO/py's client, it is one of the transaction's
+// storages: reported to the master as failed, which outdates its cells
+// instead of asking it to lock, and the commit goes on with the other
+// cells.
+func TestMetadataStorageLost(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Storages: 3, Replicas: 1, Partitions: 3})
+	cl := c.Client(t, "C1", nil)
+	ctx := testCtx(t)
+	txn, err := cl.Begin(ctx, zodb.TxnMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort(ctx)
+	meta := client.WriteCells(cl, uint64(client.TTid(txn)))
+	// An oid of another partition: of the ttid's two cells, one is not
+	// among the oid's (with 3 storages, 3 partitions, 2 copies each).
+	var oid zodb.Oid
+	var metaOnly proto.NodeID
+	for metaOnly == 0 {
+		oids, err := cl.NewOids(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oid = oids[0]
+		cells := client.WriteCells(cl, uint64(oid))
+		for _, nid := range meta {
+			if !slices.Contains(cells, nid) {
+				metaOnly = nid
+			}
+		}
+	}
+	if err := txn.Store(ctx, oid, 0, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	locked := c.Net.OnPacket("M1", metaOnly.String(), proto.CodeAskLockInformation, func(faultnet.Packet) bool { return true })
+	defer locked.Stop()
+	c.Net.Cut("C1", metaOnly.String())
+	defer c.Net.Heal("C1", metaOnly.String())
+	if _, err := txn.Vote(ctx); err != nil {
+		t.Fatalf("vote with %v cut off: %v", metaOnly, err)
+	}
+	tid, err := txn.Finish(ctx)
+	if err != nil {
+		t.Fatalf("finish with %v cut off: %v", metaOnly, err)
+	}
+	select {
+	case <-locked.Fired():
+		t.Errorf("the master asked %v, which did not take the vote, to lock the transaction", metaOnly)
+	default:
+	}
+	c.Net.Heal("C1", metaOnly.String())
+	if err := c.WaitUpToDate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, serial, _, err := cl.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+	if err != nil || string(data) != "data" || serial != tid {
+		t.Errorf("load %q at %v, %v; want the commit at %v", data, serial, err, tid)
+	}
+}
+
 // TestFinishOrphan: the master's answer to AskFinishTransaction is lost
 // with the connection; the client asks the next session for the final tid
 // (AskFinalTID) and returns it.

@@ -620,6 +620,7 @@ func (t *txn) Vote(ctx context.Context) ([]zodb.Oid, error) {
 				Extension: nonNil(t.meta.Extension), Oids: oids}
 		}
 		t.mu.Lock()
+		t.involved[nid] = true // also a storage of the metadata only, as in NEO/py
 		link, err := t.storageLocked(ctx, nid)
 		t.mu.Unlock()
 		var call *neonet.Call
