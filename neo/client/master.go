@@ -159,13 +159,15 @@ func (c *Client) session(link *neonet.Link) error {
 	for {
 		c.mu.Lock()
 		gotPT, changed := c.gotPT, c.changed
-		operational := c.pt != nil && c.pt.Operational(c.isRunningLocked)
-		why := c.notOperationalLocked()
+		operational := false
+		why := "no partition table yet"
 		select {
 		case <-gotPT:
+			operational = c.pt != nil && c.pt.Operational(c.isRunningLocked)
+			if !operational {
+				why = c.notOperationalLocked()
+			}
 		default:
-			operational = false
-			why = "no partition table yet"
 		}
 		if !operational {
 			c.masterErr = fmt.Errorf("session with the primary master: waiting for an operational partition table: %s", why)
