@@ -78,7 +78,11 @@ type txn struct {
 	// links: the link to each storage the transaction used. A storage
 	// forgets the transactions of a client whose link closed, so the
 	// transaction never goes on over another link to it.
-	links    map[proto.NodeID]*neonet.Link
+	links map[proto.NodeID]*neonet.Link
+	// lockless: per partition, the storages that took a write without
+	// checking it (answered ZERO_TID: their cell was being replicated),
+	// relying on another cell of the partition to check it.
+	lockless map[int]map[proto.NodeID]bool
 	resolved []zodb.Oid
 }
 
@@ -153,6 +157,7 @@ func (c *Client) Begin(ctx context.Context, meta zodb.TxnMeta) (zodb.ITxn, error
 		involved: map[proto.NodeID]bool{},
 		failed:   map[proto.NodeID]bool{},
 		links:    map[proto.NodeID]*neonet.Link{},
+		lockless: map[int]map[proto.NodeID]bool{},
 	}
 	c.cur.Store(t)
 	c.log.Debug("transaction begun", "ttid", t.ttid)
@@ -460,8 +465,22 @@ func (t *txn) handleAnswer(ctx context.Context, pc *pendingCall, m proto.Msg, er
 		return fmt.Errorf("storage %v: oid %v: unexpected answer %T", pc.nid, pc.oid, m)
 	}
 	t.c.log.Debug("answer", "ttid", t.ttid, "storage", pc.nid, "oid", pc.oid, "kind", pc.kind, "conflict", conflict)
+	if conflict == 0 && pc.kind != callRelock {
+		// stored without lock: another cell must have checked it
+		p, err := t.c.partition(uint64(pc.oid))
+		if err != nil {
+			return err
+		}
+		t.mu.Lock()
+		if t.lockless[p] == nil {
+			t.lockless[p] = map[proto.NodeID]bool{}
+		}
+		t.lockless[p][pc.nid] = true
+		t.mu.Unlock()
+		return nil
+	}
 	if conflict == zodb.InvalidTid || conflict == 0 {
-		return nil // locked, or stored without lock
+		return nil // locked
 	}
 	return t.resolve(ctx, pc.oid, conflict)
 }
@@ -659,8 +678,25 @@ func (t *txn) Vote(ctx context.Context) ([]zodb.Oid, error) {
 	if t.master.Err() != nil {
 		return nil, t.opError("vote", nil, fmt.Errorf("master connection lost: %w", t.master.Err()))
 	}
-	// Tell the master which storages failed, if they still run.
 	t.mu.Lock()
+	// With storages failed, each write taken without a check must have
+	// been checked by a cell that did not fail (NEO/py's "partition not
+	// fully write-locked"): else the vote would stand on unchecked writes.
+	if len(t.failed) > 0 {
+		for p, nids := range t.lockless {
+			checked := false
+			for _, nid := range t.c.writeCells(p) {
+				if !t.failed[nid] && !nids[nid] {
+					checked = true
+				}
+			}
+			if !checked {
+				t.mu.Unlock()
+				return nil, t.opError("vote", nil, fmt.Errorf("partition %d not fully write-locked: the storages that checked its writes failed (%v)", p, t.failed))
+			}
+		}
+	}
+	// Tell the master which storages failed, if they still run.
 	var failed []proto.NodeID
 	for nid := range t.failed {
 		if t.involved[nid] && t.c.isRunning(nid) {

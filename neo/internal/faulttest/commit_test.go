@@ -283,6 +283,96 @@ func TestStorageLostLockless(t *testing.T) {
 	compareDatabases(t, c)
 }
 
+// TestLocklessUnchecked: S1 replicates (held), so C1's store of an object
+// is locked and checked on S2 only, and taken without check on S1. C1's
+// link to S2 then closes (S2 forgets C1's transaction and its lock) and C2
+// commits the object meanwhile. Once S1 is up to date, C1 votes: no cell
+// that did not fail checked its write (S1's check after replication found
+// C2's commit and dropped C1's store silently), so the vote must fail, as
+// with NEO/py's client ("not fully write-locked"), rather than commit on S1
+// a transaction without the object.
+func TestLocklessUnchecked(t *testing.T) {
+	c := start(t, opts{storages: 2, replicas: 1})
+	ctx := t.Context()
+	c1, c2 := c.client("C1"), c.client("C2")
+	oids, err := c1.NewOids(ctx, 1)
+	c.must(err)
+	oid := oids[0]
+	commitOne := func(cl *client.Client, serial zodb.Tid, data string) (zodb.Tid, error) {
+		txn, err := cl.Begin(ctx, zodb.TxnMeta{})
+		if err != nil {
+			return 0, err
+		}
+		defer txn.Abort(ctx)
+		if err := txn.Store(ctx, oid, serial, []byte(data)); err != nil {
+			return 0, err
+		}
+		if _, err := txn.Vote(ctx); err != nil {
+			return 0, err
+		}
+		return txn.Finish(ctx)
+	}
+	s0, err := commitOne(c1, 0, "v0")
+	c.must(err)
+	c.kill(c.storages[0])
+	c.waitOutdated("S1")
+	hold := c.net.OnPacket("S1", "S2", proto.CodeAskFetchTransactions, func(faultnet.Packet) bool {
+		c.net.Blackhole("S2", "S1")
+		return true
+	})
+	c.restartStorage(0)
+	waitFired(t, hold, "S1 replicating")
+	c.waitFor("S1 RUNNING, replicating", func(s *state) bool { return s.nodes["S1"] == proto.NodeRunning })
+
+	// C1's store: answered by S1 without lock and by S2 with its lock.
+	answered := map[string]chan struct{}{"S1": make(chan struct{}), "S2": make(chan struct{})}
+	for name, ch := range answered {
+		trig := c.net.OnPacket(name, "C1", proto.CodeAnswerStoreObject, func(p faultnet.Packet) bool {
+			m, err := p.Decode()
+			if err == nil && (name == "S1") == (m.(*proto.AnswerStoreObject).Conflict == 0) {
+				close(ch)
+				return true
+			}
+			return false
+		})
+		defer trig.Stop()
+	}
+	txn, err := c1.Begin(ctx, zodb.TxnMeta{})
+	c.must(err)
+	defer txn.Abort(ctx)
+	c.must(txn.Store(ctx, oid, s0, []byte("v1 by C1")))
+	for name, ch := range answered {
+		select {
+		case <-ch:
+		case <-time.After(waitTimeout):
+			t.Fatalf("C1's store not answered by %s as expected (S1 without lock, S2 locked)", name)
+		}
+	}
+	// C2 commits the object once S2 forgot C1's transaction with the link.
+	c.cutBoth("C1", "S2")
+	s2, err := commitOne(c2, s0, "v2 by C2")
+	if err != nil {
+		t.Fatalf("C2's commit: %v", err)
+	}
+	c.net.Heal("S2", "S1")
+	c.waitUpToDate()
+
+	_, verr := txn.Vote(ctx)
+	var tid zodb.Tid
+	if verr == nil {
+		tid, verr = txn.Finish(ctx)
+	}
+	if verr == nil {
+		t.Errorf("C1's commit on a write only S1 took, unchecked, was acknowledged at %v", tid)
+	} else {
+		t.Logf("C1's commit refused: %v", verr)
+	}
+	data, serial, _, err := c2.Load(ctx, zodb.Xid{Oid: oid, At: zodb.TidMax})
+	if err != nil || serial != s2 && (verr != nil || serial != tid) {
+		t.Errorf("load: %q at %v, %v; C2 committed at %v", data, serial, err, s2)
+	}
+}
+
 // TestStorageLostConcurrent loses S1 at a store (chosen at random,
 // seeded) while two clients commit the same objects (conflicts, waits for
 // locks, deadlock avoidance), several rounds; S1 comes back each time.
