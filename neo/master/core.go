@@ -192,10 +192,13 @@ type Core struct {
 	ptExtra map[proto.NodeID]bool // storages added to the table's nodes without cells yet
 
 	startupAllowed bool
-	// minPTid is the newest partition table this master has had: after a
-	// failure, recovery does not start from a storage's older table, whose
-	// cells may claim data that storage missed (§6.4 as NEO/py would
-	// allow it). neoctl start lifts it.
+	// minPTid is the partition table under which a storage last locked a
+	// transaction (answered AskLockInformation): after a failure, recovery
+	// does not start from a storage's older table, whose cells may claim
+	// data that storage missed (§6.4 as NEO/py would allow it). A newer
+	// table no storage locked under may be lost with the storages it was
+	// sent to (they answered no lock, so they had not stored it): the
+	// older one then loses no transaction. neoctl start lifts it.
 	minPTid     proto.PTid
 	truncateTid zodb.Tid // zodb.InvalidTid: none
 	backupTid   zodb.Tid // zodb.InvalidTid: not in backup mode
@@ -600,6 +603,9 @@ func (c *Core) answer(ev EvAnswer) {
 		c.verifyAnswer(n, a, m)
 	case *proto.AnswerInformationLocked:
 		if a.op == c.operation {
+			if t := c.tm.txns[m.TTid]; t != nil && t.lockPTid > c.minPTid {
+				c.minPTid = t.lockPTid
+			}
 			c.tm.lock(m.TTid, n.nid)
 		}
 	default:

@@ -17,9 +17,6 @@ type recovery struct {
 
 // startRecovery enters RECOVERING with an empty partition table.
 func (c *Core) startRecovery() {
-	if c.pt != nil && c.pt.PTid > c.minPTid {
-		c.minPTid = c.pt.PTid
-	}
 	c.pt = pt.New(c.cfg.Partitions, c.cfg.Replicas)
 	c.ptExtra = map[proto.NodeID]bool{}
 	c.updatable = nil
@@ -138,8 +135,8 @@ func (c *Core) linkAsking(n *node) bool {
 // It reports whether the state changed.
 func (c *Core) recoveryCheck() bool {
 	if c.pt.PTid < c.minPTid {
-		// Only older tables so far (or none): a storage that was out of
-		// date when operation stopped would be taken for up to date.
+		// Only tables older than the last lock so far (or none): a storage
+		// that was out of date at that lock would be taken for up to date.
 		return false
 	}
 	var candidates []*node

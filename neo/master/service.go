@@ -573,6 +573,7 @@ func (c *Core) finishTransaction(n *node, ev EvRecv, m *proto.AskFinishTransacti
 		t.pack = c.packs.add(tid, pk)
 		t.packInfo = pk
 	}
+	t.lockPTid = c.pt.PTid
 	for _, s := range lockNodes {
 		c.ask(s, &proto.AskLockInformation{TTid: m.TTid, Tid: tid, Pack: t.pack}, m.TTid)
 	}

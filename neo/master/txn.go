@@ -23,7 +23,8 @@ type txn struct {
 	msgID      uint32   // of AskFinishTransaction
 	involved   map[proto.NodeID]bool
 	locking    map[proto.NodeID]bool
-	pack       bool // carries an auto-approved pack order
+	lockPTid   proto.PTid // the partition table when the locks were asked
+	pack       bool       // carries an auto-approved pack order
 	packInfo   proto.PackInfo
 
 	// nodes to tell when it ends: storages (NotifyTransactionFinished),
