@@ -225,6 +225,20 @@ func TestSourceLostReplicating(t *testing.T) {
 	compareDatabases(t, c)
 }
 
+// restartReplicating restarts S1, out of date, and holds it in
+// replication: what S2 sends it is blackholed (until Heal("S2", "S1")), so
+// stores to S1 are taken without lock.
+func (c *tcluster) restartReplicating(t *testing.T) {
+	t.Helper()
+	hold := c.net.OnPacket("S1", "S2", proto.CodeAskFetchTransactions, func(faultnet.Packet) bool {
+		c.net.Blackhole("S2", "S1")
+		return true
+	})
+	c.restartStorage(0)
+	waitFired(t, hold, "S1 replicating")
+	c.waitFor("S1 RUNNING, replicating", func(s *state) bool { return s.nodes["S1"] == proto.NodeRunning })
+}
+
 // TestStorageLostLockless holds S1 in replication (what S2 sends it is
 // blackholed) so that a commit stores on S1 without locks (its cells
 // OUT_OF_DATE, answers ZERO_TID), then loses S1 at that commit's vote.
@@ -239,13 +253,7 @@ func TestStorageLostLockless(t *testing.T) {
 	w.commitN(t, cl, 2)
 
 	stopReader := w.reader(t, c.client("R1"))
-	hold := c.net.OnPacket("S1", "S2", proto.CodeAskFetchTransactions, func(faultnet.Packet) bool {
-		c.net.Blackhole("S2", "S1")
-		return true
-	})
-	c.restartStorage(0)
-	waitFired(t, hold, "S1 replicating")
-	c.waitFor("S1 RUNNING, replicating", func(s *state) bool { return s.nodes["S1"] == proto.NodeRunning })
+	c.restartReplicating(t)
 	var lockless, locked atomic.Int32
 	answers := c.net.OnPacket("S1", "C1", proto.CodeAnswerStoreObject, func(p faultnet.Packet) bool {
 		if m, err := p.Decode(); err == nil {
@@ -316,13 +324,7 @@ func TestLocklessUnchecked(t *testing.T) {
 	c.must(err)
 	c.kill(c.storages[0])
 	c.waitOutdated("S1")
-	hold := c.net.OnPacket("S1", "S2", proto.CodeAskFetchTransactions, func(faultnet.Packet) bool {
-		c.net.Blackhole("S2", "S1")
-		return true
-	})
-	c.restartStorage(0)
-	waitFired(t, hold, "S1 replicating")
-	c.waitFor("S1 RUNNING, replicating", func(s *state) bool { return s.nodes["S1"] == proto.NodeRunning })
+	c.restartReplicating(t)
 
 	// C1's store: answered by S1 without lock and by S2 with its lock.
 	answered := map[string]chan struct{}{"S1": make(chan struct{}), "S2": make(chan struct{})}
