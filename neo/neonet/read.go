@@ -127,9 +127,7 @@ func (l *Link) readTurn(ctx context.Context, done func() bool) error {
 	for {
 		err := l.step()
 		l.mu.Lock()
-		if err != nil && l.kicked && l.err == nil && errors.Is(err, errTimeout) {
-			l.kicked = false
-			l.raw.SetReadDeadline(time.Time{})
+		if l.kickedRead(err) {
 			if ctx.Err() != nil {
 				l.giveTurn()
 				l.mu.Unlock()
@@ -169,6 +167,18 @@ func (l *Link) kickRead() {
 		l.raw.SetReadDeadline(time.Unix(1, 0))
 	}
 	l.mu.Unlock()
+}
+
+// kickedRead tells whether err, from a read of the holder of the read
+// turn, is that of a read interrupted by kickRead, and then clears the
+// kick. Called with l.mu held.
+func (l *Link) kickedRead(err error) bool {
+	if err == nil || !l.kicked || l.err != nil || !errors.Is(err, errTimeout) {
+		return false
+	}
+	l.kicked = false
+	l.raw.SetReadDeadline(time.Time{})
+	return true
 }
 
 // errTimeout is what a read interrupted by a past deadline fails with.
@@ -251,6 +261,9 @@ func (l *Link) readIdleTurns() error {
 			l.mu.Unlock()
 			err := l.step()
 			l.mu.Lock()
+			if l.kickedRead(err) {
+				err = nil // a late kick, meant for a waiter that had the turn before
+			}
 			if err != nil || l.err != nil {
 				l.mu.Unlock()
 				return err

@@ -42,7 +42,8 @@ func TestReadTurnStress(t *testing.T) {
 // over from Recv's reading otherwise; a notification still reaches the
 // passive Recv, while nobody waits for an answer.
 func TestPassiveRecv(t *testing.T) {
-	for _, passive := range []bool{false, true} {
+	var passiveHanded uint64
+	for _, passive := range []bool{true, false} {
 		c, s := pair(t)
 		ctx := testCtx(t)
 		serve(t, s, func(r *Request) {
@@ -73,8 +74,13 @@ func TestPassiveRecv(t *testing.T) {
 		handed := c.handedOver
 		c.mu.Unlock()
 		t.Logf("passive %v: handed %d", passive, handed)
-		if passive && handed > n/10 || !passive && handed <= n/10 {
-			t.Errorf("passive %v: %d of %d answers handed over", passive, handed, n)
+		// Without a passive Recv, how many are handed over depends on
+		// the scheduling (28 to 294 seen): more than with one, anyway.
+		if passive {
+			passiveHanded = handed
+		}
+		if passive && handed > n/10 || !passive && handed <= passiveHanded {
+			t.Errorf("passive %v: %d of %d answers handed over (passive: %d)", passive, handed, n, passiveHanded)
 		}
 		if err := s.Notify(ctx, &proto.NotifyClusterInformation{State: proto.ClusterRunning}); err != nil {
 			t.Fatal(err)
@@ -353,4 +359,40 @@ func TestRecvGivesUpMidPacket(t *testing.T) {
 		t.Fatalf("received %s differs", msgName(r.Msg))
 	}
 	r.Release()
+}
+
+// A kick meant for a waiter whose context ended may come late, once the
+// turn went to the link's own goroutine: its read is interrupted, and the
+// link must go on (it went down with "i/o timeout").
+func TestLateKick(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	serve(t, s, func(r *Request) {
+		r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 7})
+	})
+	for i := range 20 {
+		// nobody waits: the link's goroutine takes the turn after readIdle
+		deadline := time.Now().Add(10 * time.Second)
+		for !c.idleReading() {
+			if time.Now().After(deadline) {
+				t.Fatal("the link's goroutine did not take the read turn")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		c.kickRead()
+		time.Sleep(time.Millisecond)
+		if err := c.Err(); err != nil {
+			t.Fatalf("kick %d: link down: %v", i, err)
+		}
+		if _, err := c.Ask(ctx, &proto.AskLastTransaction{}); err != nil {
+			t.Fatalf("kick %d: %v", i, err)
+		}
+	}
+}
+
+// idleReading tells whether the link's goroutine holds the read turn.
+func (l *Link) idleReading() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rbusy && len(l.rwait) == 0 && l.recvWait == 0
 }
