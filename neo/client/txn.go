@@ -787,13 +787,6 @@ func (t *txn) Finish(ctx context.Context) (zodb.Tid, error) {
 	c.finishing = true
 	c.evMu.Unlock()
 	tid, err := t.finish(ctx, &proto.AskFinishTransaction{TTid: t.ttid, Oids: nonNilOids(stored), Deleted: nonNilU32(deleted), Checked: nonNilU32(checked)})
-	if err == nil {
-		// Invalidations sent before the answer may still wait in the
-		// link's queue: let them be handled, they come first.
-		if serr := t.master.Sync(ctx); serr != nil {
-			c.log.Debug("sync with the master after finish", "err", serr)
-		}
-	}
 	c.evMu.Lock()
 	c.finishing = false
 	var own *ownCommit
@@ -834,14 +827,21 @@ func nonNilU32(v []uint32) []uint32 {
 // finish sends AskFinishTransaction. If the master goes away before it
 // answers, the transaction may still be committed: the client asks the
 // next primary for its final tid (AskFinalTID).
+//
+// The answer is returned once the invalidations the master sent before it
+// have been handled: they are of transactions committed before this one.
 func (t *txn) finish(ctx context.Context, req *proto.AskFinishTransaction) (zodb.Tid, error) {
-	m, err := t.master.Ask(ctx, req)
-	if err == nil {
-		a, ok := m.(*proto.AnswerTransactionFinished)
-		if !ok || a.TTid != t.ttid {
-			return 0, fmt.Errorf("unexpected answer %#v", m)
+	m, err := t.master.AskSynced(ctx, req)
+	if a, ok := m.(*proto.AnswerTransactionFinished); ok && a.TTid == t.ttid {
+		if err != nil {
+			// the session ends: the next one starts from what the new
+			// master says, no invalidation is missed
+			t.c.log.Debug("finish answered, then", "err", err)
 		}
 		return a.Tid, nil
+	}
+	if err == nil {
+		return 0, fmt.Errorf("unexpected answer %#v", m)
 	}
 	if peerError(err) != nil || ctx.Err() != nil || !errors.Is(err, neonet.ErrLinkDown) || t.c.closed.Load() {
 		return 0, err

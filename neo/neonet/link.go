@@ -595,6 +595,44 @@ func (l *Link) Sync(ctx context.Context) error {
 	seq := c.seq
 	c.reset()
 	callPool.Put(c)
+	if err := l.waitHandled(ctx, seq); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
+}
+
+// AskSynced is Ask followed by the barrier of Sync without its round trip:
+// it returns the answer once every request and notification the peer sent
+// before it has been handled here (with the same assumption as Sync on who
+// handles them). An answer that is an Error packet returns at once. If the
+// link goes down before the barrier is passed, the answer is returned with
+// the error.
+func (l *Link) AskSynced(ctx context.Context, req Msg) (Msg, error) {
+	c := callPool.Get().(*Call)
+	if err := l.start(ctx, c, req); err != nil {
+		c.reset()
+		callPool.Put(c)
+		return nil, err
+	}
+	answer, err := c.wait(ctx)
+	if c.abandoned {
+		return answer, err
+	}
+	seq := c.seq
+	c.reset()
+	callPool.Put(c)
+	if err != nil {
+		return answer, err
+	}
+	if err := l.waitHandled(ctx, seq); err != nil {
+		return answer, fmt.Errorf("ask %s: answered, then: %w", msgName(req), err)
+	}
+	return answer, nil
+}
+
+// waitHandled waits until the packets received before the seq-th one have
+// been handled.
+func (l *Link) waitHandled(ctx context.Context, seq uint64) error {
 	for {
 		l.mu.Lock()
 		if l.handled >= seq {
@@ -604,7 +642,7 @@ func (l *Link) Sync(ctx context.Context) error {
 		if l.err != nil {
 			err := l.err
 			l.mu.Unlock()
-			return fmt.Errorf("sync: %w", err)
+			return err
 		}
 		if l.progress == nil {
 			l.progress = make(chan struct{})
@@ -614,7 +652,7 @@ func (l *Link) Sync(ctx context.Context) error {
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			return fmt.Errorf("sync: %w", ctx.Err())
+			return ctx.Err()
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -553,15 +554,33 @@ func TestPongAfterEarlierAnswers(t *testing.T) {
 // Sync returns only after the notifications received before the Pong were
 // handled.
 func TestSyncWaitsForHandling(t *testing.T) {
+	// Sync, and AskSynced (the same barrier on an ordinary answer), each
+	// with the notification handled in the end or the link going down
+	// before.
+	barriers := map[string]func(ctx context.Context, c *Link) (Msg, error){
+		"Sync": func(ctx context.Context, c *Link) (Msg, error) { return nil, c.Sync(ctx) },
+		"AskSynced": func(ctx context.Context, c *Link) (Msg, error) {
+			return c.AskSynced(ctx, &proto.AskLastTransaction{})
+		},
+	}
+	for name, barrier := range barriers {
+		for _, down := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/down=%v", name, down), func(t *testing.T) { testBarrier(t, barrier, name == "AskSynced", down) })
+		}
+	}
+}
+
+func testBarrier(t *testing.T, barrier func(ctx context.Context, c *Link) (Msg, error), wantAnswer, down bool) {
 	ctx := testCtx(t)
 	c, s := pair(t)
 	serve(t, s, func(r *Request) {
 		if r.Msg.MsgCode() == proto.CodeAskLastTransaction {
-			r.Reply(ctx, &proto.AnswerLastTransaction{})
+			r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 42})
 		}
 	})
 	release := make(chan struct{})
-	var handled bool
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	var handled atomic.Bool
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -571,32 +590,60 @@ func TestSyncWaitsForHandling(t *testing.T) {
 			}
 			if r.Msg.MsgCode() == proto.CodeNotifyClusterInformation {
 				<-release
-				handled = true
+				handled.Store(true)
 			}
 		}
 	})
-	defer func() { c.Close(); wg.Wait() }()
-	// s notifies, then c syncs: the Pong comes after the notification.
+	defer func() { c.Close(); releaseOnce(); wg.Wait() }()
+	// s notifies, then c asks: the answer comes after the notification.
 	if err := s.Notify(ctx, &proto.NotifyClusterInformation{State: proto.ClusterRunning}); err != nil {
 		t.Fatal(err)
 	}
-	syncErr := make(chan error, 1)
-	go func() { syncErr <- c.Sync(ctx) }()
-	// Wait until the Pong has been received: nothing is pending any more.
+	type result struct {
+		msg Msg
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		m, err := barrier(ctx, c)
+		done <- result{m, err}
+	}()
+	// Wait until the answer has been received: nothing is pending any more.
 	for !c.pingAnswered() || !c.hasTaken(1) {
 		time.Sleep(time.Millisecond)
 	}
 	select {
-	case err := <-syncErr:
-		t.Fatalf("Sync returned (%v) before the notification was handled", err)
-	default:
+	case r := <-done:
+		t.Fatalf("returned (%v) before the notification was handled", r.err)
+	case <-time.After(10 * time.Millisecond):
 	}
-	close(release)
-	if err := <-syncErr; err != nil {
-		t.Fatal(err)
+	if down {
+		c.Close()
+	} else {
+		releaseOnce()
 	}
-	if !handled {
-		t.Fatal("Sync returned before the notification was handled")
+	r := <-done
+	if down {
+		if r.err == nil {
+			t.Fatal("the link went down before the notification was handled, and no error")
+		}
+		if handled.Load() {
+			t.Fatal("handled")
+		}
+	} else {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if !handled.Load() {
+			t.Fatal("returned before the notification was handled")
+		}
+	}
+	if wantAnswer {
+		// AskSynced returns the answer, also with the error of a link
+		// that went down after it
+		if a, ok := r.msg.(*proto.AnswerLastTransaction); !ok || a.Tid != 42 {
+			t.Fatalf("answer %#v", r.msg)
+		}
 	}
 }
 
