@@ -31,7 +31,8 @@
 //     close), and released with [Request.Release]. Recv answers Ping
 //     itself.
 //   - Barrier: [Link.Sync] pings the peer and waits until everything the
-//     peer sent before its Pong was handled.
+//     peer sent before its Pong was handled; [Link.AskSynced] does the same
+//     with the answer to a request, without the Ping's round trip.
 //   - Closing: [Link.Close], or the peer, or bad input takes a link down;
 //     [Link.Done] and [Link.Err] tell when and why. Errors of a link that
 //     is down wrap [ErrLinkDown] and the cause ([ErrClosed],
