@@ -576,26 +576,7 @@ func (c *Call) abandon() bool {
 // called again after returning it: Sync assumes one goroutine receives and
 // handles the link's packets in turn, and must not be called from it.
 func (l *Link) Sync(ctx context.Context) error {
-	c := callPool.Get().(*Call)
-	if err := l.start(ctx, c, ping); err != nil {
-		c.reset()
-		callPool.Put(c)
-		return fmt.Errorf("sync: %w", err)
-	}
-	_, err := c.wait(ctx)
-	if err != nil {
-		// An abandoned call stays the link's until its answer comes (which
-		// sets its seq): it is neither read nor recycled here.
-		if !c.abandoned {
-			c.reset()
-			callPool.Put(c)
-		}
-		return fmt.Errorf("sync: %w", err)
-	}
-	seq := c.seq
-	c.reset()
-	callPool.Put(c)
-	if err := l.waitHandled(ctx, seq); err != nil {
+	if _, err := l.AskSynced(ctx, ping); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
@@ -616,6 +597,8 @@ func (l *Link) AskSynced(ctx context.Context, req Msg) (Msg, error) {
 	}
 	answer, err := c.wait(ctx)
 	if c.abandoned {
+		// An abandoned call stays the link's until its answer comes (which
+		// sets its seq): it is neither read nor recycled here.
 		return answer, err
 	}
 	seq := c.seq
