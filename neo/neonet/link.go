@@ -108,7 +108,9 @@ type Link struct {
 	bgwake     chan struct{} // (cap 1) wakes the link's goroutine: rerr is set
 	idle       *time.Timer   // wakes the link's goroutine to read when nobody does
 	idleAfter  time.Duration // readIdle when the link was made
+	idleWait   time.Duration // how long idle is set for: idleAfter, more while the link is in use
 	idleArmed  bool          // idle is set and has not fired
+	idleFired  uint64        // times idle fired (for tests)
 	freeAt     time.Time     // when the turn was last given back free
 	kick       func()        // kickRead
 	delivered  uint64        // answers, and requests to a waiting Recv, dispatched
@@ -139,6 +141,7 @@ func newLink(conn, raw net.Conn) *Link {
 		bgwake:    make(chan struct{}, 1),
 		idle:      time.NewTimer(readIdle),
 		idleAfter: readIdle,
+		idleWait:  readIdle,
 		idleArmed: true,
 		lingering: make(chan struct{}),
 		reading:   make(chan struct{}),

@@ -396,3 +396,47 @@ func (l *Link) idleReading() bool {
 	defer l.mu.Unlock()
 	return l.rbusy && len(l.rwait) == 0 && l.recvWait == 0
 }
+
+// While a link is in use, its goroutine looks at the read turn less and
+// less often (a timer firing every readIdle moved the link's threads
+// across CPUs); once the link is quiet, it still takes the turn.
+func TestIdleBackoff(t *testing.T) {
+	ctx := testCtx(t)
+	c, s := pair(t)
+	serve(t, s, func(r *Request) {
+		r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 7})
+		r.Release()
+	})
+	busy := 300 * time.Millisecond
+	fired0 := c.idleFires()
+	for t0 := time.Now(); time.Since(t0) < busy; {
+		if _, err := c.Ask(ctx, &proto.AskLastTransaction{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At every readIdle, the timer would fire about 300 times; backing
+	// off to maxIdleWait, about 10 (1, 2, 4, ... 64, 100, 100 ms).
+	if n := c.idleFires() - fired0; n > 20 {
+		t.Errorf("the idle timer fired %d times in %v of round trips", n, busy)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.idleReading() {
+		if time.Now().After(deadline) {
+			t.Fatal("the link's goroutine did not take the read turn once the link was quiet")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Quiet: the next wait starts from readIdle again.
+	c.mu.Lock()
+	wait := c.idleWait
+	c.mu.Unlock()
+	if wait != readIdle {
+		t.Errorf("idle wait %v after the link went quiet, want %v", wait, readIdle)
+	}
+}
+
+func (l *Link) idleFires() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.idleFired
+}
