@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,15 +237,47 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// freeAddr returns a loopback address with a port free at the time.
+// freeAddr returns a loopback address with a port free at the time, for a
+// node started later. The port is taken below the kernel's range of
+// ephemeral ports when it can be: a port of that range, free now, may be
+// given to an outgoing connection before the node binds it (a NEO/py
+// storage then died with "Address already in use").
 func freeAddr(t *testing.T, host string) string {
 	t.Helper()
+	if low := ephemeralLow(); low > 2048 {
+		for range 100 {
+			port := 1024 + rand.IntN(low-1024)
+			l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err == nil {
+				l.Close()
+				return l.Addr().String()
+			}
+		}
+	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// ephemeralLow returns the first port of the kernel's range of ephemeral
+// ports, or 0 if unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return low
 }
 
 // partitionTable asks the admin node for the partition table.
