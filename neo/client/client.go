@@ -42,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"strings"
@@ -127,6 +128,8 @@ type Client struct {
 
 	commitSem chan struct{}       // one transaction at a time per client
 	cur       atomic.Pointer[txn] // the transaction under way
+
+	readSeed uint64 // random: this client's preferences among readable cells (readRank)
 }
 
 type nodeInfo struct {
@@ -183,6 +186,7 @@ func New(ctx context.Context, cfg Config, opt *zodb.DriverOptions) (*Client, err
 		failedAt:  map[proto.NodeID]time.Time{},
 		gotPT:     make(chan struct{}),
 		commitSem: make(chan struct{}, 1),
+		readSeed:  rand.Uint64(),
 	}
 	c.lastTid.Store(uint64(zodb.InvalidTid)) // unknown until the first session
 	c.ctx, c.cancel = context.WithCancel(context.Background())

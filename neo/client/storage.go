@@ -1,10 +1,10 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -181,7 +181,8 @@ func (c *Client) markFailed(nid proto.NodeID) {
 }
 
 // readCandidates returns the storages to read partition p from: its readable
-// cells in random order, the ones that failed lately last.
+// cells, the ones that failed lately last, in the client's order of
+// preference (see readRank).
 func (c *Client) readCandidates(p int) ([]proto.NodeID, <-chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -197,9 +198,28 @@ func (c *Client) readCandidates(p int) ([]proto.NodeID, <-chan struct{}) {
 			good = append(good, cell.NID)
 		}
 	}
-	rand.Shuffle(len(good), func(i, j int) { good[i], good[j] = good[j], good[i] })
-	rand.Shuffle(len(bad), func(i, j int) { bad[i], bad[j] = bad[j], bad[i] })
+	byRank := func(a, b proto.NodeID) int { return cmp.Compare(c.readRank(a), c.readRank(b)) }
+	slices.SortFunc(good, byRank)
+	slices.SortFunc(bad, byRank)
 	return append(good, bad...), c.changed
+}
+
+// readRank orders the storages a client reads from. Each client prefers
+// the same storage among the readable cells of every partition, so that
+// its reads in a row go to one storage, whose goroutine serving the
+// client is then often still awake, and whose caches hold what this
+// client reads; the preferences of clients are random (readSeed), which
+// spreads the reads of many clients over the replicas. Against a neo
+// simple with 2 storages and one replica, the median of a client's serial
+// loads went from 29-34 µs, each load sent to a cell drawn at random, to
+// 18-24 µs (three interleaved runs of 30 to 45 rounds of 2000 loads).
+func (c *Client) readRank(nid proto.NodeID) uint64 {
+	// splitmix64 of the seed and the node id
+	x := c.readSeed ^ uint64(uint32(nid))
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // partition returns the partition of an oid or a tid.
