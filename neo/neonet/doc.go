@@ -70,9 +70,9 @@
 // and giving it back when a waiter comes), so that requests are queued and
 // the peer closing is noticed even then, and it ends the link. While the
 // link is in use, that goroutine looks at the turn less and less often (up
-// to every 100 ms), so that a busy link does not wake it every millisecond. A Listener
-// has one accepting goroutine and one per connection in its handshake,
-// which Listener.Close waits for.
+// to every 100 ms), so that a busy link does not wake it every
+// millisecond. A Listener has one accepting goroutine and one per
+// connection in its handshake, which Listener.Close waits for.
 // Every call that may block takes a context; a waiter reading for itself
 // stops when its context ends (a context that can be canceled is watched
 // with context.AfterFunc while reading: two small allocations). A write
