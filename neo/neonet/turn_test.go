@@ -407,16 +407,18 @@ func TestIdleBackoff(t *testing.T) {
 		r.Reply(ctx, &proto.AnswerLastTransaction{Tid: 7})
 		r.Release()
 	})
-	busy := 300 * time.Millisecond
+	busy := 500 * time.Millisecond
 	fired0 := c.idleFires()
 	for t0 := time.Now(); time.Since(t0) < busy; {
 		if _, err := c.Ask(ctx, &proto.AskLastTransaction{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// At every readIdle, the timer would fire about 300 times; backing
-	// off to maxIdleWait, about 10 (1, 2, 4, ... 64, 100, 100 ms).
-	if n := c.idleFires() - fired0; n > 20 {
+	// Set every readIdle, the timer fired about 100 times; backing off
+	// to maxIdleWait, about 10 (1, 2, 4, ... 64, 100, 100 ms), a few more
+	// when a busy machine leaves the turn free for a while (9-15 with two
+	// CPU-bound processes beside the race-enabled test).
+	if n := c.idleFires() - fired0; n > 40 {
 		t.Errorf("the idle timer fired %d times in %v of round trips", n, busy)
 	}
 	deadline := time.Now().Add(10 * time.Second)
