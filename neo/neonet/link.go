@@ -819,10 +819,12 @@ func (l *Link) Recv(ctx context.Context) (*Request, error) {
 }
 
 // SetPassiveRecv makes Recv leave reading to the goroutines waiting for
-// answers and, while none waits, to the link's own goroutine (after
-// readIdle). It is for links whose peer seldom sends requests or
-// notifications, such as a client's links to storages: a goroutine always
-// in Recv would otherwise hold the read turn, and every answer would be
+// answers and, while none waits, to the link's own goroutine (once the
+// turn has been free for readIdle; while the link is in use, it may look
+// only every maxIdleWait, so a packet that nobody waits for may wait that
+// long). It is for links whose peer seldom sends requests or notifications
+// unasked, such as a client's links to storages: a goroutine always in
+// Recv would otherwise hold the read turn, and every answer would be
 // handed over to its caller instead of read by it.
 func (l *Link) SetPassiveRecv() {
 	l.mu.Lock()
